@@ -1,0 +1,1 @@
+//! Application releases: export, install, start, health-check, switch, roll back.

@@ -1,0 +1,47 @@
+//! The `cutover` binary: a thin shell over the library crates.
+//!
+//! Each subcommand lives in its own module under `cmd/`; this file only parses
+//! arguments, sets up logging and the TLS provider, and maps errors to exit codes.
+
+mod cmd;
+mod output;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    // One TLS backend for the whole process: rustls with ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = cmd::Cli::parse();
+    init_logging(cli.global.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(cmd::run(cli)) {
+        Ok(code) => std::process::ExitCode::from(code),
+        Err(error) => {
+            eprintln!("error: {}", output::error_chain(&error));
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CUTOVER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

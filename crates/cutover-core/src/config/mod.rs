@@ -1,0 +1,1 @@
+//! The deployment configuration: schema, parsing with locations, validation.

@@ -1,0 +1,1 @@
+//! The rollout engine: a deterministic state machine, `step(state, event, now) -> commands`.
