@@ -2,4 +2,5 @@
 //!
 //! The git-push flow of the `cutover` binary uses the same release installer.
 
+pub mod device;
 pub mod release;

@@ -1,8 +1,11 @@
 //! The subcommand tree. Each group of commands owns one module.
 
 pub mod bench;
+pub mod client;
 pub mod config;
+pub mod fleet;
 pub mod release;
+pub mod serve;
 
 use crate::output::OutputFormat;
 use clap::{Args, Parser, Subcommand};
@@ -40,6 +43,15 @@ pub enum Command {
     /// Git-push deploys on this host (init, setup, execute, releases, rollback, lock, logs, host).
     #[command(flatten)]
     Release(release::ReleaseCommand),
+    /// The control plane: serve, demo.
+    #[command(flatten)]
+    Serve(serve::ServeCommand),
+    /// Client commands of the REST API (env, plan, deploy, target, keys, audit, report).
+    #[command(flatten)]
+    Client(client::ClientCommand),
+    /// Fleet commands (artifact, fleet-sim).
+    #[command(flatten)]
+    Fleet(fleet::FleetCommand),
 }
 
 /// Runs the parsed command and returns the process exit code.
@@ -48,5 +60,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Config(command) => config::run(command, &cli.global).await,
         Command::Bench(command) => bench::run(command, &cli.global).await,
         Command::Release(command) => release::run(command, &cli.global).await,
+        Command::Serve(command) => serve::run(command, &cli.global).await,
+        Command::Client(command) => client::run(command, &cli.global).await,
+        Command::Fleet(command) => fleet::run(command, &cli.global).await,
     }
 }

@@ -1,6 +1,8 @@
 //! `cutover bench …`: benchmarks that print figures for docs/BENCHMARKS.md.
 
+pub mod api;
 pub mod engine;
+pub mod fleet;
 pub mod store;
 
 use super::GlobalArgs;
@@ -12,11 +14,17 @@ pub enum BenchCommand {
     Engine(engine::EngineBenchArgs),
     /// Batched inserts of action events on SQLite and PostgreSQL.
     Store(store::StoreBenchArgs),
+    /// Server, embedded broker and simulated fleet in one run: a rolling rollout.
+    Fleet(fleet::FleetBenchArgs),
+    /// The REST API under load from wrk on loopback.
+    Api(api::ApiBenchArgs),
 }
 
 pub async fn run(command: BenchCommand, global: &GlobalArgs) -> anyhow::Result<u8> {
     match command {
         BenchCommand::Engine(args) => engine::run(args, global).await,
         BenchCommand::Store(args) => store::run(args, global).await,
+        BenchCommand::Fleet(args) => fleet::run(args, global).await,
+        BenchCommand::Api(args) => api::run(args, global).await,
     }
 }

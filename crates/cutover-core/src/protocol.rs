@@ -1,0 +1,1 @@
+//! Server ↔ agent messages (MQTT topics and JSON payloads, versioned). Pure data.
