@@ -1,0 +1,323 @@
+//! The reverse proxy that holds an application's public port.
+//!
+//! It works per HTTP request, not per TCP connection: each request reads the
+//! current upstream when it arrives, so a keep-alive client connection moves
+//! to the new release at the next request after a switch, while requests
+//! already in flight finish on the old one. (Splicing TCP connections with
+//! `copy_bidirectional` would pin a keep-alive client to the old release until
+//! that release is stopped, and then break its connection.) Each upstream
+//! counts its in-flight requests, so the old release is stopped only once it
+//! is drained.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+/// One release the proxy can send requests to.
+#[derive(Debug)]
+pub struct Upstream {
+    pub release: String,
+    pub port: u16,
+    in_flight: AtomicUsize,
+}
+
+impl Upstream {
+    pub fn new(release: &str, port: u16) -> Arc<Self> {
+        Arc::new(Self {
+            release: release.to_string(),
+            port,
+            in_flight: AtomicUsize::new(0),
+        })
+    }
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+    /// Waits until no request is in flight on this upstream, or `timeout`.
+    /// True when drained.
+    pub async fn drain(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.in_flight() == 0 {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Counts a request against its upstream until the response body is done.
+struct InFlight(Arc<Upstream>);
+
+impl InFlight {
+    fn new(upstream: Arc<Upstream>) -> Self {
+        upstream.in_flight.fetch_add(1, Ordering::SeqCst);
+        Self(upstream)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A response body that keeps its request counted until it is fully sent.
+struct Guarded {
+    inner: Incoming,
+    _guard: InFlight,
+}
+
+impl Body for Guarded {
+    type Data = Bytes;
+    type Error = hyper::Error;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct ProxyStats {
+    pub requests: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+struct Shared {
+    current: RwLock<Option<Arc<Upstream>>>,
+    client: Client<HttpConnector, ProxyBody>,
+    stats: ProxyStats,
+}
+
+/// A bound proxy; dropping it stops accepting connections.
+pub struct Proxy {
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+    accept: JoinHandle<()>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+impl Proxy {
+    /// Binds the public address (for example `0.0.0.0:8000`).
+    pub async fn bind(listen: &str) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(listen).await?;
+        let local_addr = listener.local_addr()?;
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        let shared = Arc::new(Shared {
+            current: RwLock::new(None),
+            client,
+            stats: ProxyStats::default(),
+        });
+        let accept = tokio::spawn(accept_loop(listener, shared.clone()));
+        Ok(Self {
+            shared,
+            local_addr,
+            accept,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Sends new requests to `upstream`; returns the one it replaced.
+    pub fn switch(&self, upstream: Arc<Upstream>) -> Option<Arc<Upstream>> {
+        let mut current = self.shared.current.write().expect("proxy lock");
+        current.replace(upstream)
+    }
+
+    pub fn current(&self) -> Option<Arc<Upstream>> {
+        self.shared.current.read().expect("proxy lock").clone()
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.shared.stats.requests.load(Ordering::Relaxed)
+    }
+
+    pub fn errors(&self) -> u64 {
+        self.shared.stats.errors.load(Ordering::Relaxed)
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "proxy accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(forward(request, &shared, peer).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Headers named in Connection are hop-by-hop too.
+    let named: Vec<HeaderName> = headers
+        .get_all(hyper::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// How often a request with no body is retried when the upstream refuses the
+/// connection (a release that just stopped, or restarted).
+const CONNECT_RETRIES: u32 = 3;
+
+async fn forward(
+    request: Request<Incoming>,
+    shared: &Shared,
+    peer: SocketAddr,
+) -> Response<ProxyBody> {
+    shared.stats.requests.fetch_add(1, Ordering::Relaxed);
+    let (mut parts, body) = request.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    let forwarded_for = match parts
+        .headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(before) => format!("{before}, {}", peer.ip()),
+        None => peer.ip().to_string(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+        parts.headers.insert("x-forwarded-for", value);
+    }
+    parts
+        .headers
+        .entry("x-forwarded-proto")
+        .or_insert(HeaderValue::from_static("http"));
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".to_string());
+    let retryable = body.is_end_stream();
+    let mut body = Some(body.boxed());
+    let mut attempt = 0;
+    loop {
+        let Some(upstream) = shared.current.read().expect("proxy lock").clone() else {
+            shared.stats.errors.fetch_add(1, Ordering::Relaxed);
+            return plain(StatusCode::SERVICE_UNAVAILABLE, "no release is serving\n");
+        };
+        let guard = InFlight::new(upstream.clone());
+        let uri = match format!("http://127.0.0.1:{}{}", upstream.port, path).parse() {
+            Ok(uri) => uri,
+            Err(_) => return plain(StatusCode::BAD_REQUEST, "bad request path\n"),
+        };
+        let mut outgoing = Request::builder()
+            .method(parts.method.clone())
+            .uri::<hyper::Uri>(uri)
+            .version(hyper::Version::HTTP_11)
+            .body(
+                body.take()
+                    .unwrap_or_else(|| Empty::new().map_err(|never| match never {}).boxed()),
+            )
+            .expect("request parts are valid");
+        *outgoing.headers_mut() = parts.headers.clone();
+        match shared.client.request(outgoing).await {
+            Ok(response) => {
+                let (mut head, inner) = response.into_parts();
+                strip_hop_by_hop(&mut head.headers);
+                let body = Guarded {
+                    inner,
+                    _guard: guard,
+                };
+                return Response::from_parts(head, body.boxed());
+            }
+            Err(error) => {
+                drop(guard);
+                if retryable && error.is_connect() && attempt < CONNECT_RETRIES {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+                    continue;
+                }
+                shared.stats.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%error, release = %upstream.release, "upstream request failed");
+                return plain(StatusCode::BAD_GATEWAY, "the release did not answer\n");
+            }
+        }
+    }
+}
+
+pub fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
+    let mut response = Response::new(
+        Full::new(Bytes::from_static(text.as_bytes()))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
