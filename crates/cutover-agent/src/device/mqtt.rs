@@ -1,0 +1,208 @@
+//! The MQTT transport: one connection carries one agent, or many (the fleet
+//! simulator, like a gateway). Subscribes to each target's commands topic on
+//! every connect (the session is not assumed kept), sends each agent's
+//! inventory, publishes outgoing messages with QoS 1, and drives re-sends
+//! and heartbeats.
+
+use super::agent::{Agent, Device, Outgoing};
+use cutover_core::protocol::{Channel, ServerMessage, parse_topic, topic};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, SubscribeFilter, Transport};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct MqttSettings {
+    /// `mqtt://host:port` or `mqtts://host:port`.
+    pub url: String,
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// PEM CA for mqtts; the system roots otherwise.
+    pub ca_pem: Option<Vec<u8>>,
+    pub keep_alive: Duration,
+    pub inflight: u16,
+}
+
+impl MqttSettings {
+    pub fn new(url: &str, client_id: &str) -> Self {
+        Self {
+            url: url.to_string(),
+            client_id: client_id.to_string(),
+            username: None,
+            password: None,
+            ca_pem: None,
+            keep_alive: Duration::from_secs(30),
+            inflight: 100,
+        }
+    }
+
+    /// rumqttc options for these settings.
+    pub fn options(&self) -> Result<MqttOptions, String> {
+        let (tls, rest) = if let Some(r) = self.url.strip_prefix("mqtts://") {
+            (true, r)
+        } else if let Some(r) = self
+            .url
+            .strip_prefix("mqtt://")
+            .or_else(|| self.url.strip_prefix("tcp://"))
+        {
+            (false, r)
+        } else {
+            return Err(format!(
+                "mqtt url {:?} must start with mqtt:// or mqtts://",
+                self.url
+            ));
+        };
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) => (
+                h.to_string(),
+                p.parse::<u16>()
+                    .map_err(|_| format!("mqtt url {:?}: bad port", self.url))?,
+            ),
+            None => (rest.to_string(), if tls { 8883 } else { 1883 }),
+        };
+        let mut o = MqttOptions::new(&self.client_id, host, port);
+        o.set_keep_alive(self.keep_alive);
+        o.set_inflight(self.inflight.max(1));
+        o.set_max_packet_size(1024 * 1024, 1024 * 1024);
+        if let Some(u) = &self.username {
+            o.set_credentials(u, self.password.clone().unwrap_or_default());
+        }
+        if tls {
+            o.set_transport(Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(Arc::new(tls_config(self.ca_pem.as_deref())?)),
+            ));
+        }
+        Ok(o)
+    }
+}
+
+/// A rustls client config with the ring provider and either the given CA or the system roots.
+pub fn tls_config(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_pem {
+        Some(pem) => {
+            use rustls::pki_types::pem::PemObject;
+            for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|e| format!("ca certificate: {e}"))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("ca certificate: {e}"))?;
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// Runs one MQTT connection for `agents` until `shutdown` turns true.
+/// `outgoing` receives what the agents send.
+pub async fn run_connection<D: Device>(
+    settings: MqttSettings,
+    agents: Arc<HashMap<String, Arc<Agent<D>>>>,
+    mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
+    heartbeat: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), String> {
+    let opts = settings.options()?;
+    let (client, mut eventloop) = AsyncClient::new(opts, 1024);
+
+    // Publisher: agents' messages out, QoS 1.
+    let pub_client = client.clone();
+    let publisher = tokio::spawn(async move {
+        while let Some(msg) = outgoing.recv().await {
+            if pub_client
+                .publish(msg.topic(), QoS::AtLeastOnce, false, msg.payload())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+
+    // Ticker: re-sends and heartbeats.
+    let tick_agents = agents.clone();
+    let ticker = tokio::spawn(async move {
+        let mut last_beat = Instant::now();
+        let mut interval = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            interval.tick().await;
+            let now = Instant::now();
+            for a in tick_agents.values() {
+                a.resend_due(now);
+            }
+            if heartbeat > Duration::ZERO && now.duration_since(last_beat) >= heartbeat {
+                last_beat = now;
+                for a in tick_agents.values() {
+                    a.heartbeat();
+                }
+            }
+        }
+    });
+
+    let mut backoff = Duration::from_millis(100);
+    let result = loop {
+        tokio::select! {
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() {
+                    let _ = client.disconnect().await;
+                    break Ok(());
+                }
+            }
+            ev = eventloop.poll() => match ev {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    backoff = Duration::from_millis(100);
+                    let filters: Vec<SubscribeFilter> = agents
+                        .keys()
+                        .map(|id| SubscribeFilter::new(topic(id, Channel::Commands), QoS::AtLeastOnce))
+                        .collect();
+                    let client = client.clone();
+                    let hello_agents = agents.clone();
+                    // Subscribing from another task keeps this loop polling.
+                    tokio::spawn(async move {
+                        for chunk in filters.chunks(200) {
+                            if client.subscribe_many(chunk.to_vec()).await.is_err() {
+                                return;
+                            }
+                        }
+                        for a in hello_agents.values() {
+                            a.hello();
+                        }
+                    });
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if let Some((target, Channel::Commands)) = parse_topic(&p.topic)
+                        && let Some(agent) = agents.get(target)
+                    {
+                        match serde_json::from_slice::<ServerMessage>(&p.payload) {
+                            Ok(msg) => agent.handle(msg),
+                            Err(e) => tracing::warn!(target, error = %e, "unreadable server message"),
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "mqtt connection lost; reconnecting");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    };
+    publisher.abort();
+    ticker.abort();
+    result
+}
