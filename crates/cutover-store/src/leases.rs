@@ -1,0 +1,121 @@
+//! Leases: one owner (a server replica) per resource at a time, with an expiry. A lease that
+//! is not renewed in time can be taken over; every change of owner bumps the lease's epoch.
+//! Runnable executions are claimed with `FOR UPDATE SKIP LOCKED` on PostgreSQL so replicas
+//! polling together never wait on, or take, the same execution.
+
+use crate::{ExecutionRow, LeaseRow, Result, Store, chrono_duration, ts};
+use chrono::{DateTime, Utc};
+use std::time::Duration;
+
+/// The lease resource that owns an execution (use it in [`crate::LeaseFence`]).
+pub fn execution_lease_resource(execution_id: &str) -> String {
+    format!("execution:{execution_id}")
+}
+
+/// Claims or extends the lease if it is free, expired, or already ours (one statement,
+/// atomic on both backends).
+const CLAIM_SQL: &str = "INSERT INTO leases (resource, owner, epoch, acquired_at, expires_at) \
+     VALUES ($1, $2, 1, $3, $4) \
+     ON CONFLICT (resource) DO UPDATE SET \
+     epoch = CASE WHEN leases.owner = excluded.owner THEN leases.epoch ELSE leases.epoch + 1 END, \
+     acquired_at = CASE WHEN leases.owner = excluded.owner THEN leases.acquired_at ELSE excluded.acquired_at END, \
+     owner = excluded.owner, expires_at = excluded.expires_at \
+     WHERE leases.owner = excluded.owner OR leases.expires_at <= excluded.acquired_at \
+     RETURNING owner";
+
+impl Store {
+    /// Takes the lease for `ttl` if nobody else holds it (or their lease expired at `now`).
+    pub async fn try_claim_lease(
+        &self,
+        resource: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<bool> {
+        let now = ts(now);
+        let until = ts(now + chrono_duration(ttl));
+        let got: Option<(String,)> = write!(self, db => sqlx::query_as(CLAIM_SQL)
+            .bind(resource)
+            .bind(owner)
+            .bind(now)
+            .bind(until)
+            .fetch_optional(db)
+            .await?);
+        Ok(got.is_some())
+    }
+
+    /// Extends a lease we still hold; false if another owner took it (or it was released).
+    pub async fn renew_lease(
+        &self,
+        resource: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<bool> {
+        let until = ts(ts(now) + chrono_duration(ttl));
+        let n = write!(self, db => sqlx::query(
+            "UPDATE leases SET expires_at = $3 WHERE resource = $1 AND owner = $2"
+        ).bind(resource).bind(owner).bind(until).execute(db).await?.rows_affected());
+        Ok(n == 1)
+    }
+
+    /// Gives the lease up (only if we hold it).
+    pub async fn release_lease(&self, resource: &str, owner: &str) -> Result<()> {
+        write!(self, db => sqlx::query("DELETE FROM leases WHERE resource = $1 AND owner = $2")
+            .bind(resource).bind(owner).execute(db).await?.rows_affected());
+        Ok(())
+    }
+
+    pub async fn get_lease(&self, resource: &str) -> Result<Option<LeaseRow>> {
+        Ok(
+            read!(self, db => sqlx::query_as("SELECT * FROM leases WHERE resource = $1")
+            .bind(resource).fetch_optional(db).await?),
+        )
+    }
+
+    /// Claims the leases of up to `limit` unfinished executions (pending, running, paused)
+    /// that nobody holds (or whose lease expired, or that are already ours), oldest first.
+    pub async fn claim_runnable_executions(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+        limit: i64,
+    ) -> Result<Vec<ExecutionRow>> {
+        let now = ts(now);
+        let until = ts(now + chrono_duration(ttl));
+        let lock = match self.backend() {
+            crate::BackendKind::Postgres => " FOR UPDATE OF e SKIP LOCKED",
+            crate::BackendKind::Sqlite => "",
+        };
+        let select = sqlx::AssertSqlSafe(format!(
+            "SELECT e.* FROM executions e LEFT JOIN leases l ON l.resource = 'execution:' || e.id \
+             WHERE e.status IN ('pending', 'running', 'paused') \
+             AND (l.resource IS NULL OR l.owner = $1 OR l.expires_at <= $2) \
+             ORDER BY e.created_at, e.id LIMIT $3{lock}"
+        ));
+        let claimed: Vec<ExecutionRow> = tx!(self, tx => {
+            let candidates: Vec<ExecutionRow> = sqlx::query_as(select)
+                .bind(owner)
+                .bind(now)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?;
+            let mut claimed = Vec::with_capacity(candidates.len());
+            for e in candidates {
+                let got: Option<(String,)> = sqlx::query_as(CLAIM_SQL)
+                    .bind(execution_lease_resource(&e.id))
+                    .bind(owner)
+                    .bind(now)
+                    .bind(until)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if got.is_some() {
+                    claimed.push(e);
+                }
+            }
+            claimed
+        });
+        Ok(claimed)
+    }
+}
