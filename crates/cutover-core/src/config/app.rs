@@ -270,10 +270,23 @@ impl DeployConfig {
         file_name: &str,
         vars: &Vars<'_>,
     ) -> Result<(DeployConfig, Vec<Warning>), ConfigError> {
-        let loaded = load::<DeployConfig>(text, file_name, vars, None)?;
-        let mut check = Check::new(&loaded.tree, loaded.warnings);
+        let mut warnings = Vec::new();
+        let config = Self::parse(text, file_name, vars, &mut warnings)?;
+        Ok((config, warnings))
+    }
+
+    /// As [`Self::from_yaml_with`], but the warnings go to `warnings`, so
+    /// that those found before an error are kept as well.
+    pub fn parse(
+        text: &str,
+        file_name: &str,
+        vars: &Vars<'_>,
+        warnings: &mut Vec<Warning>,
+    ) -> Result<DeployConfig, ConfigError> {
+        let loaded = load::<DeployConfig>(text, file_name, vars, None, warnings)?;
+        let mut check = Check::new(&loaded.tree, warnings);
         loaded.value.validate(&mut check)?;
-        Ok((loaded.value, check.warnings))
+        Ok(loaded.value)
     }
 
     /// The docker settings, defaults when the file gives none.
@@ -433,13 +446,26 @@ impl HostConfig {
         file_name: &str,
         vars: &Vars<'_>,
     ) -> Result<(HostConfig, Vec<Warning>), ConfigError> {
-        let loaded = load::<HostConfig>(text, file_name, vars, None)?;
-        let check = Check::new(&loaded.tree, loaded.warnings);
+        let mut warnings = Vec::new();
+        let config = Self::parse(text, file_name, vars, &mut warnings)?;
+        Ok((config, warnings))
+    }
+
+    /// As [`Self::from_yaml_with`], but the warnings go to `warnings`, so
+    /// that those found before an error are kept as well.
+    pub fn parse(
+        text: &str,
+        file_name: &str,
+        vars: &Vars<'_>,
+        warnings: &mut Vec<Warning>,
+    ) -> Result<HostConfig, ConfigError> {
+        let loaded = load::<HostConfig>(text, file_name, vars, None, warnings)?;
+        let check = Check::new(&loaded.tree, warnings);
         if loaded.value.port == 0 {
             return Err(check.error("port", "expected a port from 1 to 65535, found 0"));
         }
         validate_name(&check, "env", &loaded.value.env)?;
-        Ok((loaded.value, check.warnings))
+        Ok(loaded.value)
     }
 
     /// The text of a `config.yml` with these values, as `cutover setup` writes it.

@@ -1126,16 +1126,30 @@ impl DeploymentConfig {
         file_name: &str,
         vars: &Vars<'_>,
     ) -> Result<(DeploymentConfig, Vec<Warning>), ConfigError> {
+        let mut warnings = Vec::new();
+        let config = Self::parse(text, file_name, vars, &mut warnings)?;
+        Ok((config, warnings))
+    }
+
+    /// As [`Self::from_yaml_with`], but the warnings go to `warnings`, so
+    /// that those found before an error are kept as well.
+    pub fn parse(
+        text: &str,
+        file_name: &str,
+        vars: &Vars<'_>,
+        warnings: &mut Vec<Warning>,
+    ) -> Result<DeploymentConfig, ConfigError> {
         let loaded = load::<DeploymentConfig>(
             text,
             file_name,
             vars,
             Some((PLAIN_SECTIONS, NESTED_SECTIONS)),
+            warnings,
         )?;
         let mut config = loaded.value;
-        let mut check = Check::new(&loaded.tree, loaded.warnings);
+        let mut check = Check::new(&loaded.tree, warnings);
         config.validate(&mut check)?;
-        Ok((config, check.warnings))
+        Ok(config)
     }
 
     /// The key path a `CUTOVER_…` variable overrides, if it names one

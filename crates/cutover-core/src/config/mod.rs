@@ -139,7 +139,6 @@ pub fn detect(file_name: &str, text: &str) -> ConfigKind {
 pub(crate) struct Loaded<T> {
     pub value: T,
     pub tree: Node,
-    pub warnings: Vec<Warning>,
 }
 
 /// Parses, interpolates, applies overrides (when `sections` names the
@@ -149,6 +148,7 @@ pub(crate) fn load<T: DeserializeOwned>(
     file: &str,
     vars: &Vars<'_>,
     sections: Option<(&[&str], &[&str])>,
+    warnings: &mut Vec<Warning>,
 ) -> Result<Loaded<T>, ConfigError> {
     let mut root = tree::parse(text, file)?;
     if !matches!(root.value, Value::Map(_)) {
@@ -163,27 +163,24 @@ pub(crate) fn load<T: DeserializeOwned>(
         tree::apply_overrides(&mut root, vars.overrides, plain, keyed)?;
     }
     let ctx = de::Ctx::default();
-    let value = T::deserialize(de::De {
+    let result = T::deserialize(de::De {
         node: &root,
         path: Vec::new(),
         ctx: &ctx,
-    })
-    .map_err(|e| e.into_config_error(&root))?;
-    Ok(Loaded {
-        value,
-        tree: root,
-        warnings: ctx.warnings.into_inner(),
-    })
+    });
+    warnings.extend(ctx.warnings.into_inner());
+    let value = result.map_err(|e| e.into_config_error(&root))?;
+    Ok(Loaded { value, tree: root })
 }
 
 /// Validation after deserialization: errors and warnings located by key path.
 pub(crate) struct Check<'a> {
     tree: &'a Node,
-    pub warnings: Vec<Warning>,
+    warnings: &'a mut Vec<Warning>,
 }
 
 impl<'a> Check<'a> {
-    pub(crate) fn new(tree: &'a Node, warnings: Vec<Warning>) -> Check<'a> {
+    pub(crate) fn new(tree: &'a Node, warnings: &'a mut Vec<Warning>) -> Check<'a> {
         Check { tree, warnings }
     }
 
