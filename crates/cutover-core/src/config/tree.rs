@@ -146,6 +146,9 @@ fn location(file: &str, span: &Span) -> Location {
     }
 }
 
+/// Configuration is never this deep; the limit keeps recursion bounded.
+const MAX_DEPTH: usize = 64;
+
 enum Frame {
     Seq {
         items: Vec<Node>,
@@ -189,6 +192,12 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Node, ConfigError> {
             )
         })?;
         let loc = location(file, &span);
+        if stack.len() > MAX_DEPTH {
+            return Err(syntax(
+                format!("nesting deeper than {MAX_DEPTH} levels"),
+                loc,
+            ));
+        }
         let completed: Option<(Node, usize)> = match event {
             Event::DocumentStart(..) if root.is_some() => break,
             Event::DocumentEnd if stack.is_empty() && root.is_some() => break,

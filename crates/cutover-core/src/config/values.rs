@@ -165,35 +165,61 @@ impl FromStr for Duration {
         if t.is_empty() {
             return Err(bad());
         }
-        if let Ok(secs) = t.parse::<f64>() {
-            return seconds(secs).ok_or_else(bad);
-        }
-        let mut total = 0f64;
+        // Exact decimal arithmetic in nanoseconds: "8257403560ms" must not
+        // come back as 8257403.560000001 s.
+        let mut total: u128 = 0;
         let mut rest = t;
         while !rest.is_empty() {
             let digits = rest
                 .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-                .ok_or_else(bad)?;
+                .unwrap_or(rest.len());
             if digits == 0 {
                 return Err(bad());
             }
-            let n: f64 = rest[..digits].parse().map_err(|_| bad())?;
+            let number = &rest[..digits];
             rest = &rest[digits..];
             let unit_len = rest
                 .find(|c: char| c.is_ascii_digit() || c == '.')
                 .unwrap_or(rest.len());
-            let factor = match rest[..unit_len].trim() {
-                "ms" => 0.001,
-                "s" | "sec" | "secs" => 1.0,
-                "m" | "min" | "mins" => 60.0,
-                "h" | "hr" | "hours" => 3600.0,
-                "d" | "days" => 86400.0,
+            let unit = rest[..unit_len].trim();
+            let nanos_per_unit: u128 = match unit {
+                "" if rest.is_empty() => 1_000_000_000,
+                "ms" => 1_000_000,
+                "s" | "sec" | "secs" => 1_000_000_000,
+                "m" | "min" | "mins" => 60_000_000_000,
+                "h" | "hr" | "hours" => 3_600_000_000_000,
+                "d" | "days" => 86_400_000_000_000,
                 _ => return Err(bad()),
             };
-            total += n * factor;
             rest = &rest[unit_len..];
+            let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+            if fraction.contains('.')
+                || (whole.is_empty() && fraction.is_empty())
+                || fraction.len() > 18
+            {
+                return Err(bad());
+            }
+            let whole: u128 = if whole.is_empty() {
+                0
+            } else {
+                whole.parse().map_err(|_| bad())?
+            };
+            let mut part = whole.checked_mul(nanos_per_unit).ok_or_else(bad)?;
+            if !fraction.is_empty() {
+                let scale = 10u128.pow(fraction.len() as u32);
+                let f: u128 = fraction.parse().map_err(|_| bad())?;
+                part += f * nanos_per_unit / scale;
+            }
+            total = total.checked_add(part).ok_or_else(bad)?;
         }
-        seconds(total).ok_or_else(bad)
+        let secs = u64::try_from(total / 1_000_000_000).map_err(|_| bad())?;
+        if secs >= 1_000_000_000_000 {
+            return Err(bad());
+        }
+        Ok(Duration(std::time::Duration::new(
+            secs,
+            (total % 1_000_000_000) as u32,
+        )))
     }
 }
 
