@@ -828,3 +828,48 @@ fn file_kinds_are_detected_by_name_then_content() {
         ConfigKind::Deployment
     );
 }
+
+#[test]
+fn anchors_and_merge_keys_share_settings() {
+    let text = "environments:\n  staging: &base\n    stage: staging\n    auto_rollback: false\n    max_concurrent_deployments: 2\n  production:\n    <<: *base\n    stage: production\n";
+    let (c, warnings) = load(text);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let prod = &c.environments["production"];
+    assert_eq!(prod.stage(), Stage::Production);
+    assert!(!prod.auto_rollback);
+    assert_eq!(prod.max_concurrent_deployments, 2);
+}
+
+#[test]
+fn enabled_channels_need_their_settings() {
+    let text = "notifications:\n  email:\n    enabled: true\n    from_email: a@b.co\n";
+    assert_eq!(fail(text).path(), "notifications.email.smtp_server");
+    let text = "notifications:\n  email:\n    smtp_server: \"smtp://mail\"\n";
+    assert_at(
+        &fail(text),
+        "notifications.email.smtp_server",
+        text,
+        "\"smtp://mail\"",
+    );
+    let text = "notifications:\n  slack:\n    enabled: true\n";
+    assert_eq!(fail(text).path(), "notifications.slack.webhook_url");
+    let (c, _) = load("notifications:\n  slack:\n    enabled: false\n");
+    assert!(c.notifications.enabled().is_empty());
+    let text = "notifications:\n  webhook:\n    url: \"ftp://x.example.com\"\n";
+    assert_at(&fail(text), "notifications.webhook.url", text, "\"ftp://x");
+    let text = "environments:\n  production:\n    approval_required: -1\n";
+    assert_at(
+        &fail(text),
+        "environments.production.approval_required",
+        text,
+        "-1",
+    );
+    let text = "environments:\n  production:\n    notification_channels: [email, pager]\n";
+    let e = fail(text);
+    assert_eq!(e.path(), "environments.production.notification_channels[1]");
+    assert!(e.to_string().contains("email, slack, webhook"), "{e}");
+    let text = "cache:\n  enabled: true\n  cache_type: redis\n";
+    assert_eq!(fail(text).path(), "cache.redis_url");
+    let text = "security:\n  encryption:\n    enabled: true\n    key: \"c2hvcnQ=\"\n";
+    assert_at(&fail(text), "security.encryption.key", text, "\"c2hvcnQ=\"");
+}

@@ -4,6 +4,12 @@
 //! "expected …, found …" at the line of the offending value with its key path,
 //! and reports keys a struct does not know as warnings (with the nearest
 //! known key) instead of failing.
+//!
+//! Why not serde-saphyr's own deserializer: its errors carry a line but not
+//! the key path, it cannot turn unknown keys into warnings, and validation
+//! done after deserialization (windows, references between sections) needs
+//! the line of any key path. Reading serde-saphyr's parser events into a
+//! located tree (`tree`) and deserializing from that gives all three.
 
 use super::error::{ConfigError, Location, Warning};
 use super::tree::{Key, Node, Seg, Value, is_null_text, path_string};
