@@ -873,3 +873,25 @@ fn enabled_channels_need_their_settings() {
     let text = "security:\n  encryption:\n    enabled: true\n    key: \"c2hvcnQ=\"\n";
     assert_at(&fail(text), "security.encryption.key", text, "\"c2hvcnQ=\"");
 }
+
+#[test]
+fn secrets_are_not_serialized() {
+    let text = "security:\n  jwt_secret: \"0123456789abcdef0123456789abcdef-jwt\"\nnotifications:\n  email:\n    smtp_server: smtp.example.com\n    from_email: a@example.com\n    recipients: [b@example.com]\n    password: hunter2-mail\n  webhook:\n    url: https://hooks.example.com/x\n    secret: hmac-key-webhook\nmqtt:\n  password: broker-pass\n";
+    let (c, _) = load(text);
+    assert_eq!(
+        c.notifications
+            .email
+            .as_ref()
+            .and_then(|e| e.password.as_deref()),
+        Some("hunter2-mail")
+    );
+    let json = serde_json::to_string(&c).unwrap_or_else(|e| panic!("{e}"));
+    for secret in [
+        "0123456789abcdef",
+        "hunter2-mail",
+        "hmac-key-webhook",
+        "broker-pass",
+    ] {
+        assert!(!json.contains(secret), "{secret} leaked into {json}");
+    }
+}

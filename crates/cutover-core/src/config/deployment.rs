@@ -538,6 +538,7 @@ pub struct EmailSettings {
     /// STARTTLS on 587, TLS from the start on 465.
     pub use_tls: bool,
     pub username: Option<String>,
+    #[serde(skip_serializing)]
     pub password: Option<String>,
     pub from_email: Option<EmailAddress>,
     pub recipients: Vec<EmailAddress>,
@@ -588,6 +589,7 @@ pub struct WebhookSettings {
     pub method: HttpMethod,
     pub headers: IndexMap<String, String>,
     /// When set, each request carries an HMAC-SHA256 signature of its body.
+    #[serde(skip_serializing)]
     pub secret: Option<String>,
     pub timeout: Duration,
 }
@@ -734,6 +736,8 @@ pub struct Security {
     /// Accept `X-API-Key`.
     pub api_key_auth: bool,
     /// Accept `Authorization: Bearer` JWTs signed with this (32 bytes or more).
+    /// Secrets are never serialized.
+    #[serde(skip_serializing)]
     pub jwt_secret: Option<String>,
     /// Lifetime of the JWTs the server issues.
     pub jwt_ttl: Duration,
