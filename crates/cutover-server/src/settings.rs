@@ -1,0 +1,261 @@
+//! What the API server is configured with: environments, security, limits.
+//!
+//! These are plain values, built from the deployment configuration by `cutover serve` or
+//! directly by tests. The defaults live here and nowhere else: four environments in the
+//! seed's order, production requiring one approval, API keys on, rate limiting at the seed's
+//! 100 requests per 60 seconds, no allow-list.
+
+use ipnet::IpNet;
+use serde_json::json;
+use std::time::Duration;
+
+/// The default address of the API, as the seed's examples use it.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:5001";
+
+/// An environment and its policy, as the server syncs it into the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnvironmentSettings {
+    /// The key under `environments:` (e.g. `production`).
+    pub name: String,
+    /// Order in the promotion chain; lower comes first.
+    pub position: i64,
+    pub approval_required: bool,
+    /// Distinct approvers needed when `approval_required` (at least 1 then).
+    pub required_approvals: i64,
+    pub auto_rollback: bool,
+    pub max_concurrent_deployments: Option<i64>,
+    /// The environment's section as written in the configuration (returned by the API).
+    pub config: serde_json::Value,
+}
+
+impl EnvironmentSettings {
+    /// An environment with no approval and auto rollback on.
+    pub fn new(name: &str, position: i64) -> Self {
+        EnvironmentSettings {
+            name: name.to_string(),
+            position,
+            approval_required: false,
+            required_approvals: 0,
+            auto_rollback: true,
+            max_concurrent_deployments: None,
+            config: json!({ "name": capitalise(name), "stage": name }),
+        }
+    }
+
+    /// Approvals actually needed before a plan to this environment may run.
+    pub fn approvals_needed(&self) -> i64 {
+        if self.approval_required {
+            self.required_approvals.max(1)
+        } else {
+            0
+        }
+    }
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+/// development, testing, staging, production; production needs one approval.
+pub fn default_environments() -> Vec<EnvironmentSettings> {
+    let mut envs: Vec<EnvironmentSettings> = ["development", "testing", "staging", "production"]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| EnvironmentSettings::new(n, i as i64))
+        .collect();
+    if let Some(prod) = envs.last_mut() {
+        prod.approval_required = true;
+        prod.required_approvals = 1;
+        prod.config["approval_required"] = json!(true);
+        prod.config["auto_rollback"] = json!(true);
+    }
+    envs
+}
+
+/// JSON Web Tokens accepted as `Authorization: Bearer`.
+#[derive(Debug, Clone, Default)]
+pub struct JwtSettings {
+    /// HS256 shared secret (the seed's `jwt_secret`).
+    pub hs256_secret: Option<Vec<u8>>,
+    /// EdDSA (Ed25519) public keys, raw 32 bytes each.
+    pub ed25519_public_keys: Vec<[u8; 32]>,
+    /// Required `iss`; none means any.
+    pub issuer: Option<String>,
+    /// Required `aud`; none means any.
+    pub audience: Option<String>,
+    /// Seconds of clock skew tolerated on exp and nbf.
+    pub leeway_secs: u64,
+}
+
+impl JwtSettings {
+    pub fn enabled(&self) -> bool {
+        self.hs256_secret.is_some() || !self.ed25519_public_keys.is_empty()
+    }
+}
+
+/// The seed's `rate_limiting`: at most `max_requests` per `window` per API key and per client
+/// address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitSettings {
+    pub max_requests: u32,
+    pub window: Duration,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        RateLimitSettings {
+            max_requests: 100,
+            window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The seed's `security` section.
+#[derive(Debug, Clone)]
+pub struct SecuritySettings {
+    /// Accept `X-API-Key`.
+    pub api_key_auth: bool,
+    pub jwt: JwtSettings,
+    /// None turns rate limiting off.
+    pub rate_limit: Option<RateLimitSettings>,
+    /// Client networks allowed in; empty allows every address.
+    pub ip_allowlist: Vec<IpNet>,
+    /// Proxies whose `X-Forwarded-For` is believed; from anyone else it is ignored.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for SecuritySettings {
+    fn default() -> Self {
+        SecuritySettings {
+            api_key_auth: true,
+            jwt: JwtSettings::default(),
+            rate_limit: Some(RateLimitSettings::default()),
+            ip_allowlist: Vec::new(),
+            trusted_proxies: Vec::new(),
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// Everything the API server needs besides its store and listener.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub environments: Vec<EnvironmentSettings>,
+    pub security: SecuritySettings,
+    /// The secret API keys are HMAC'd with; the same one must be used to create keys.
+    pub key_secret: Vec<u8>,
+    /// How often the event stream polls the store for progress.
+    pub event_poll: Duration,
+    /// Timeout of each environment health check.
+    pub health_check_timeout: Duration,
+}
+
+impl ServerSettings {
+    /// Default settings with the given key secret.
+    pub fn new(key_secret: Vec<u8>) -> Self {
+        ServerSettings {
+            environments: default_environments(),
+            security: SecuritySettings::default(),
+            key_secret,
+            event_poll: Duration::from_millis(500),
+            health_check_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Builds the server's settings from a loaded `deployment-config.yaml`. Environments are
+/// ordered by stage (development → production), whatever order the file lists them in.
+pub fn from_config(
+    config: &cutover_core::config::DeploymentConfig,
+    key_secret: Vec<u8>,
+) -> ServerSettings {
+    let mut settings = ServerSettings::new(key_secret);
+    if !config.environments.is_empty() {
+        settings.environments = config
+            .environments
+            .iter()
+            .enumerate()
+            .map(|(index, (name, env))| {
+                let mut section = serde_json::to_value(env).unwrap_or_else(|_| json!({}));
+                if section.get("name").is_none_or(|v| v.is_null()) {
+                    section["name"] = json!(name);
+                }
+                if section.get("stage").is_none_or(|v| v.is_null()) {
+                    section["stage"] = json!(env.stage().as_str());
+                }
+                EnvironmentSettings {
+                    name: name.clone(),
+                    position: i64::from(env.stage().rank()) * 1000 + index as i64,
+                    approval_required: env.approval_required.required,
+                    required_approvals: i64::from(env.approval_required.approvers),
+                    auto_rollback: env.auto_rollback,
+                    max_concurrent_deployments: (env.max_concurrent_deployments > 0)
+                        .then_some(i64::from(env.max_concurrent_deployments)),
+                    config: section,
+                }
+            })
+            .collect();
+        settings.environments.sort_by_key(|e| e.position);
+    }
+    let s = &config.security;
+    settings.security.api_key_auth = s.api_key_auth;
+    settings.security.jwt.hs256_secret = s.jwt_secret.as_ref().map(|x| x.as_bytes().to_vec());
+    settings.security.rate_limit = s.rate_limiting.enabled.then(|| RateLimitSettings {
+        max_requests: s.rate_limiting.max_requests,
+        window: s.rate_limiting.window_seconds.get(),
+    });
+    settings.security.ip_allowlist = s.ip_whitelist.iter().map(|c| c.0).collect();
+    settings.security.trusted_proxies = s.trusted_proxies.iter().map(|c| c.0).collect();
+    settings.security.max_body_bytes = usize::try_from(s.max_body_bytes).unwrap_or(usize::MAX);
+    settings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_security_section_maps_to_settings() {
+        let yaml = r#"
+environments:
+  production:
+    name: "Production"
+    stage: "production"
+    approval_required: 2
+  staging:
+    stage: "staging"
+security:
+  api_key_auth: true
+  jwt_secret: "a-very-long-jwt-secret-of-at-least-32-bytes"
+  rate_limiting:
+    enabled: true
+    max_requests: 100
+    window_seconds: 60
+  ip_whitelist:
+    - "192.168.1.0/24"
+    - "10.0.0.0/8"
+"#;
+        let (config, _) =
+            cutover_core::config::DeploymentConfig::from_yaml(yaml, "deployment-config.yaml")
+                .unwrap();
+        let s = from_config(&config, b"k".to_vec());
+        assert_eq!(s.environments[0].name, "staging");
+        assert_eq!(s.environments[1].name, "production");
+        assert_eq!(s.environments[1].approvals_needed(), 2);
+        assert_eq!(
+            s.security.rate_limit,
+            Some(RateLimitSettings {
+                max_requests: 100,
+                window: Duration::from_secs(60)
+            })
+        );
+        assert_eq!(s.security.ip_allowlist.len(), 2);
+        assert!(s.security.jwt.hs256_secret.is_some());
+    }
+}
