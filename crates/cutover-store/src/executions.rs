@@ -166,10 +166,9 @@ impl BatchWrites for PgConnection {
             let mut bump = Vec::with_capacity(chunk.len());
             let mut at = Vec::with_capacity(chunk.len());
             // Later updates of the same action in one batch win, as if applied in order.
-            let mut seen = std::collections::HashMap::new();
+            let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
             for u in chunk.iter() {
                 if let Some(&i) = seen.get(u.action_id.as_str()) {
-                    let i: usize = i;
                     status[i] = u.status.as_str();
                     last_seq[i] = match (last_seq[i], u.last_seq) {
                         (Some(a), Some(b)) => Some(std::cmp::max(a, b)),

@@ -22,6 +22,8 @@
 //! - Added: `Store::connect_with`, `close`, `get_lease`, `get_user`, `get_api_key`,
 //!   `mark_schedule`, `list_schedules`, `get_action`, `count_action_events`.
 //! - `insert_artifact` returns the existing row when the same sha256 is inserted again.
+//! - `cutover_store::testing::TestDb` gives other crates' tests a fresh store on either backend
+//!   (`TestDb::sqlite()`, `TestDb::postgres()`), removed on drop.
 
 #![forbid(unsafe_code)]
 
@@ -206,7 +208,7 @@ impl Store {
         } else {
             SqlitePoolOptions::new()
                 .max_connections(opts.max_connections.max(1))
-                .connect_with(options.read_only(false))
+                .connect_with(options)
                 .await?
         };
         Ok(Store {
