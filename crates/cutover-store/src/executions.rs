@@ -488,6 +488,19 @@ impl Store {
         ).bind(execution_id).bind(target_id).fetch_all(db).await?))
     }
 
+    /// Up to `limit` action events of an execution with `id > after_id`, in order (paging
+    /// through a large execution, or following it live).
+    pub async fn list_action_events_after(
+        &self,
+        execution_id: &str,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<ActionEventRow>> {
+        Ok(read!(self, db => sqlx::query_as(
+            "SELECT * FROM action_events WHERE execution_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+        ).bind(execution_id).bind(after_id).bind(limit).fetch_all(db).await?))
+    }
+
     /// How many action events an execution has.
     pub async fn count_action_events(&self, execution_id: &str) -> Result<i64> {
         Ok(read!(self, db => sqlx::query_scalar(

@@ -20,7 +20,9 @@
 //!   `Conflict`, which is how a second writer is detected.
 //! - `AuditVerification::Broken { seq, reason }` names the audit row by its `seq` (1, 2, 3, ...).
 //! - Added: `Store::connect_with`, `close`, `get_lease`, `get_user`, `get_api_key`,
-//!   `mark_schedule`, `list_schedules`, `get_action`, `count_action_events`.
+//!   `mark_schedule`, `list_schedules`, `get_action`, `count_action_events`,
+//!   `list_action_events_after` (paging), `get_outbox`, `list_outbox`, secrets (`put_secret`,
+//!   `get_secret`, `list_secrets`, `delete_secret`), `execute_raw`, `pg_pool`, `sqlite_pool`.
 //! - `insert_artifact` returns the existing row when the same sha256 is inserted again.
 //! - `cutover_store::testing::TestDb` gives other crates' tests a fresh store on either backend
 //!   (`TestDb::sqlite()`, `TestDb::postgres()`), removed on drop.
@@ -79,6 +81,7 @@ mod leases;
 mod model;
 mod outbox;
 mod plans;
+mod secrets;
 pub mod testing;
 
 pub use audit::{GENESIS_HASH, canonical_audit_row, chain_hash};

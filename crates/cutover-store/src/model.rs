@@ -555,3 +555,22 @@ pub struct ScheduleRow {
     pub created_at: DateTime<Utc>,
     pub fired_at: Option<DateTime<Utc>>,
 }
+
+/// A secret as stored: ciphertext only, with the id of the key that sealed it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewSecret {
+    pub name: String,
+    pub key_id: String,
+    /// Nonce and sealed bytes, as the server's cipher lays them out.
+    pub ciphertext: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct SecretRow {
+    pub name: String,
+    pub key_id: String,
+    #[serde(skip_serializing)]
+    pub ciphertext: Vec<u8>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}

@@ -1382,3 +1382,75 @@ async fn two_sqlite_stores_on_one_file_write_at_once() {
     );
     other.close().await;
 }
+
+async fn secrets_keep_ciphertext_and_key_id(db: &TestDb) -> Result<()> {
+    let s = &db.store;
+    let sealed = vec![0_u8, 1, 2, 255, 254, 0, 7];
+    s.put_secret(&NewSecret {
+        name: "smtp.password".into(),
+        key_id: "k1".into(),
+        ciphertext: sealed.clone(),
+    })
+    .await?;
+    s.put_secret(&NewSecret {
+        name: "slack.token".into(),
+        key_id: "k1".into(),
+        ciphertext: vec![9; 40],
+    })
+    .await?;
+    ensure!(s.get_secret("smtp.password").await?.ciphertext == sealed);
+    // Rotation: re-seal the rows of k1 with k2.
+    for old in s.list_secrets(Some("k1")).await? {
+        s.put_secret(&NewSecret {
+            name: old.name,
+            key_id: "k2".into(),
+            ciphertext: old.ciphertext.iter().rev().copied().collect(),
+        })
+        .await?;
+    }
+    ensure!(s.list_secrets(Some("k1")).await?.is_empty());
+    ensure!(s.list_secrets(None).await?.len() == 2);
+    let rotated = s.get_secret("smtp.password").await?;
+    ensure!(rotated.key_id == "k2" && rotated.ciphertext[0] == 7);
+    s.delete_secret("slack.token").await?;
+    ensure!(matches!(
+        s.get_secret("slack.token").await,
+        Err(StoreError::NotFound)
+    ));
+    ensure!(matches!(
+        s.delete_secret("slack.token").await,
+        Err(StoreError::NotFound)
+    ));
+    Ok(())
+}
+
+async fn action_events_page_in_order(db: &TestDb) -> Result<()> {
+    let s = &db.store;
+    let (_, exec) = setup_execution(s, 2).await?;
+    let actions = s.list_actions(&exec.id).await?;
+    let events: Vec<_> = (1..=250)
+        .map(|i| {
+            let a = &actions[(i % 2) as usize];
+            action_event(&exec.id, &a.id, &a.target_id, i)
+        })
+        .collect();
+    s.append_action_events(&events).await?;
+    let mut after = 0;
+    let mut seen = Vec::new();
+    loop {
+        let page = s.list_action_events_after(&exec.id, after, 100).await?;
+        if page.is_empty() {
+            break;
+        }
+        ensure!(page.len() <= 100);
+        after = page.last().map(|e| e.id).unwrap_or(after);
+        seen.extend(page.into_iter().map(|e| e.seq));
+    }
+    ensure!(seen.iter().copied().eq(1..=250), "{seen:?}");
+    Ok(())
+}
+
+story!(
+    secrets_keep_ciphertext_and_key_id,
+    action_events_page_in_order
+);
