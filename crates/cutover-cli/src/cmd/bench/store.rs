@@ -292,3 +292,86 @@ async fn setup(store: &Store, targets: usize) -> anyhow::Result<(String, Vec<(St
         .collect();
     Ok((exec.id, actions))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cmd::bench::BenchCommand;
+    use crate::cmd::{Cli, Command};
+    use clap::Parser;
+    use cutover_store::testing::TestDb;
+
+    fn parse(args: &[&str]) -> (StoreBenchArgs, GlobalArgs) {
+        let cli = Cli::try_parse_from(args).expect("arguments parse");
+        match cli.command {
+            Command::Bench(BenchCommand::Store(a)) => (a, cli.global),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn options_parse_with_defaults() {
+        let (a, _) = parse(&["cutover", "bench", "store"]);
+        assert_eq!((a.rows, a.batch, a.targets), (1_000_000, 10_000, 1_000));
+        let (a, _) = parse(&[
+            "cutover",
+            "bench",
+            "store",
+            "--database",
+            "sqlite:///tmp/a.db",
+            "--database",
+            "postgresql://postgres@127.0.0.1/x",
+            "--rows",
+            "5",
+            "--batch",
+            "2",
+        ]);
+        assert_eq!(a.databases.len(), 2);
+        assert_eq!((a.rows, a.batch), (5, 2));
+    }
+
+    async fn measured(db: &TestDb) {
+        let (args, _) = parse(&[
+            "cutover",
+            "bench",
+            "store",
+            "--rows",
+            "12345",
+            "--batch",
+            "1000",
+            "--targets",
+            "50",
+        ]);
+        let line = measure(&db.store, &args).await.expect("measure");
+        assert_eq!(line.rows, 12_345);
+        assert_eq!(line.backend, db.store.backend());
+        assert!(line.rows_per_s > 0.0 && line.wall_s > 0.0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn measures_sqlite() {
+        measured(&TestDb::sqlite().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn measures_postgres() {
+        if let Some(db) = TestDb::postgres().await {
+            measured(&db).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn runs_end_to_end_on_a_temporary_sqlite_file() {
+        let (args, global) = parse(&[
+            "cutover", "bench", "store", "--sqlite", "--rows", "3000", "--batch", "700", "--json",
+        ]);
+        assert_eq!(run(args, &global).await.expect("run"), 0);
+    }
+
+    #[tokio::test]
+    async fn zero_batch_is_refused() {
+        let (args, global) = parse(&["cutover", "bench", "store", "--sqlite", "--batch", "0"]);
+        let err = run(args, &global).await.unwrap_err();
+        assert!(err.to_string().contains("--batch"), "{err}");
+    }
+}
