@@ -319,3 +319,26 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     Server::new(settings, store).serve(listener, shutdown).await
 }
+
+/// The future a role check returns.
+type Checked = std::pin::Pin<Box<dyn Future<Output = Response> + Send>>;
+
+/// A layer refusing (403) callers below `role` before the handler reads the body, so a
+/// viewer sending a malformed plan learns that it may not, not what is wrong with it.
+pub fn need(
+    role: crate::auth::Role,
+) -> axum::middleware::FromFnLayer<impl Fn(Request, Next) -> Checked + Clone, (), (Request,)> {
+    middleware::from_fn(move |req: Request, next: Next| -> Checked {
+        let allowed = req.extensions().get::<Principal>().map(|p| p.require(role));
+        Box::pin(async move {
+            match allowed {
+                Some(Ok(())) => next.run(req).await,
+                Some(Err(e)) => e.into_response(),
+                None => ApiError::unauthorized(
+                    "credentials required: X-API-Key or Authorization: Bearer",
+                )
+                .into_response(),
+            }
+        })
+    })
+}

@@ -65,6 +65,8 @@ impl AppState {
                 .map(|r| RateLimiter::new(r.max_requests, r.window))
         };
         let (changes, _) = tokio::sync::broadcast::channel(256);
+        // One TLS backend for the process (a no-op when already installed).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .timeout(settings.health_check_timeout)
             .build()

@@ -6,6 +6,8 @@ pub mod environments;
 pub mod monitoring;
 pub mod plans;
 
+use crate::app::need;
+use crate::auth::Role;
 use crate::dto::{ExecutionSummary, ExecutionView, ProgressView, WaveView};
 use crate::state::AppState;
 use axum::Router;
@@ -24,11 +26,19 @@ pub fn router() -> Router<AppState> {
         .route("/api/environments/{name}", get(environments::detail))
         .route(
             "/api/deployment-plans",
-            post(plans::create).get(plans::list),
+            post(plans::create)
+                .layer(need(Role::Operator))
+                .get(plans::list),
         )
         .route("/api/deployment-plans/{id}", get(plans::show))
-        .route("/api/deployment-plans/{id}/approve", post(plans::approve))
-        .route("/api/deployments/execute", post(deployments::execute))
+        .route(
+            "/api/deployment-plans/{id}/approve",
+            post(plans::approve).layer(need(Role::Approver)),
+        )
+        .route(
+            "/api/deployments/execute",
+            post(deployments::execute).layer(need(Role::Operator)),
+        )
         .route("/api/deployments", get(deployments::list))
         .route("/api/deployments/{id}", get(deployments::show))
         .route("/api/deployments/{id}/events", get(deployments::events))
@@ -48,7 +58,12 @@ pub fn router() -> Router<AppState> {
         )
         .route("/api/reports/summary", get(monitoring::summary_report))
         .route("/api/targets", get(admin::list_targets))
-        .route("/api/keys", post(admin::create_key).get(admin::list_keys))
+        .route(
+            "/api/keys",
+            post(admin::create_key)
+                .layer(need(Role::Admin))
+                .get(admin::list_keys),
+        )
         .route("/api/keys/{id}/revoke", post(admin::revoke_key))
         .route("/api/audit", get(admin::list_audit))
         .route("/api/audit/verify", get(admin::verify_audit))
