@@ -11,6 +11,9 @@
 //! writes go through a one-connection pool and start with `BEGIN IMMEDIATE`, so concurrent
 //! writers queue instead of failing with `SQLITE_BUSY`, while reads use a separate pool.
 //!
+//! Action events are indexed by `(execution, id)` only, so batched inserts append to the index;
+//! `list_action_events(execution, Some(target))` scans that execution's events.
+//!
 //! Changes from the agreed API contract (names are unchanged):
 //! - `StoreError` also has `Migrate(MigrateError)`; `NotFound` stays a unit variant.
 //! - `NewExecution.waves` is `Vec<Vec<String>>` (target ids per wave); actions get ids `act_…`.

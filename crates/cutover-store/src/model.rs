@@ -313,7 +313,7 @@ pub struct ActionUpdate {
     pub status: String,
     /// Raised to this value if higher.
     pub last_seq: Option<i64>,
-    /// Set when `Some`; cleared when `None` and the status is not a failure.
+    /// Replaces the action's error (`None` clears it).
     pub error: Option<String>,
     /// Add one to the attempt counter (a retry dispatch).
     pub bump_attempt: bool,
