@@ -1,17 +1,172 @@
-//! `cutover serve` and `cutover demo`.
+//! `cutover serve`: the control plane on one address, configured by the seed's
+//! `deployment-config.yaml` (environments, security, database, server.listen).
 
 use super::GlobalArgs;
-use clap::Subcommand;
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use cutover_core::config::{DeploymentConfig, Vars};
+use cutover_server::settings::{ServerSettings, from_config};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 
 #[derive(Debug, Subcommand)]
 pub enum ServeCommand {
-    /// Not built yet.
-    #[command(hide = true)]
-    PlaceholderServeCommand,
+    /// Run the control plane: REST API, web UI, metrics.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The deployment configuration (the seed's deployment-config.yaml); defaults without it.
+    #[arg(long, short, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Database URL; overrides database.connection_string (default sqlite://cutover.db).
+    #[arg(long, env = "CUTOVER_DATABASE_URL")]
+    pub database: Option<String>,
+    /// Address to listen on; overrides server.listen (default 127.0.0.1:5001).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// The file with the secret API keys are hashed with (default: beside a SQLite database).
+    #[arg(long, env = "CUTOVER_SECRET_FILE")]
+    pub secret_file: Option<PathBuf>,
+    /// Ed25519 public key (hex or base64 of 32 bytes) accepted for EdDSA bearer tokens;
+    /// may be given several times.
+    #[arg(
+        long = "jwt-public-key",
+        env = "CUTOVER_JWT_PUBLIC_KEYS",
+        value_delimiter = ','
+    )]
+    pub jwt_public_keys: Vec<String>,
+    /// Required `iss` of bearer tokens.
+    #[arg(long, env = "CUTOVER_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` of bearer tokens.
+    #[arg(long, env = "CUTOVER_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
 }
 
 pub async fn run(command: ServeCommand, _global: &GlobalArgs) -> anyhow::Result<u8> {
     match command {
-        ServeCommand::PlaceholderServeCommand => anyhow::bail!("not built yet"),
+        ServeCommand::Serve(args) => serve(args).await,
     }
+}
+
+/// Reads and validates the configuration, printing its warnings.
+pub fn load_config(path: &std::path::Path) -> anyhow::Result<DeploymentConfig> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let lookup = |var: &str| std::env::var(var).ok();
+    let overrides: Vec<(String, String)> = std::env::vars()
+        .filter(|(name, _)| name.starts_with("CUTOVER_"))
+        .collect();
+    let vars = Vars::new(&lookup).with_overrides(&overrides);
+    let mut warnings = Vec::new();
+    let config = DeploymentConfig::parse(&text, &path.display().to_string(), &vars, &mut warnings);
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    config.map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn decode_key(text: &str) -> anyhow::Result<[u8; 32]> {
+    use base64::Engine;
+    let t = text.trim();
+    let bytes = hex::decode(t)
+        .ok()
+        .or_else(|| base64::engine::general_purpose::STANDARD.decode(t).ok())
+        .or_else(|| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(t)
+                .ok()
+        })
+        .with_context(|| format!("--jwt-public-key {t:?} is neither hex nor base64"))?;
+    bytes.try_into().map_err(|b: Vec<u8>| {
+        anyhow::anyhow!(
+            "--jwt-public-key must be 32 bytes (an Ed25519 public key), got {}",
+            b.len()
+        )
+    })
+}
+
+/// The settings `cutover serve` would use, and the database URL and address.
+pub fn settings_for(args: &ServeArgs) -> anyhow::Result<(ServerSettings, String, SocketAddr, u32)> {
+    let config = match &args.config {
+        Some(path) => load_config(path)?,
+        None => DeploymentConfig::default(),
+    };
+    let database = args
+        .database
+        .clone()
+        .unwrap_or_else(|| config.database.connection_string.as_str().to_string());
+    let secret = cutover_server::auth::resolve_secret(args.secret_file.as_deref(), &database)
+        .context("cannot read or create the key secret")?;
+    let mut settings = if args.config.is_some() {
+        from_config(&config, secret)
+    } else {
+        ServerSettings::new(secret)
+    };
+    for key in &args.jwt_public_keys {
+        settings
+            .security
+            .jwt
+            .ed25519_public_keys
+            .push(decode_key(key)?);
+    }
+    settings.security.jwt.issuer = args.jwt_issuer.clone();
+    settings.security.jwt.audience = args.jwt_audience.clone();
+    let listen = args.listen.unwrap_or(config.server.listen.0);
+    Ok((
+        settings,
+        database,
+        listen,
+        config.database.max_connections(),
+    ))
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<u8> {
+    let (settings, database, listen, max_connections) = settings_for(&args)?;
+    let store = cutover_store::Store::connect_with(
+        &database,
+        &cutover_store::ConnectOptions {
+            max_connections: max_connections.max(2),
+            ..Default::default()
+        },
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "cannot open the database {}",
+            cutover_store::redact_url(&database)
+        )
+    })?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let local = listener.local_addr()?;
+    eprintln!(
+        "cutover serving the API on http://{local} (database {})",
+        cutover_store::redact_url(&database)
+    );
+    let shutdown = async {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("installing the SIGTERM handler");
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = ctrl_c.await;
+        }
+        eprintln!("cutover: shutting down");
+    };
+    cutover_server::Server::new(settings, store)
+        .serve(listener, shutdown)
+        .await?;
+    Ok(0)
 }
