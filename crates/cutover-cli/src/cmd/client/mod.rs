@@ -519,3 +519,13 @@ async fn report(api: &Api, command: ReportCommand, out: OutputFormat) -> anyhow:
     }
     Ok(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_tree_is_consistent() {
+        crate::cmd::Cli::command().debug_assert();
+    }
+}

@@ -47,7 +47,7 @@ pub struct CreateArgs {
     #[arg(long)]
     pub name: Option<String>,
     /// The version to roll out.
-    #[arg(long = "firmware-version", alias = "version")]
+    #[arg(long = "firmware-version")]
     pub firmware_version: Option<String>,
     #[arg(long)]
     pub source: Option<String>,
