@@ -415,3 +415,10 @@ async fn retire(apps: Apps, app: String, release: String, keep_warm_ms: u64, dra
         running.stop().await;
     }
 }
+
+/// Starts a new session so the daemon outlives the hook or login that
+/// started it and gets none of its terminal's signals.
+pub fn detach_session() {
+    // Fails only when we already lead a process group, which is detached enough.
+    let _ = nix::unistd::setsid();
+}
