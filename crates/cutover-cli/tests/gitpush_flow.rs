@@ -350,3 +350,51 @@ fn init_refuses_to_overwrite_and_setup_writes_manager_files() {
     assert!(!out.status.success());
     assert!(text(&out).contains("invalid app name"));
 }
+
+#[test]
+fn a_commit_with_a_link_out_of_the_release_is_refused() {
+    let server = Server::setup("links");
+    server.copy_example("static-app");
+    server.write(
+        "deploy.yml",
+        "name: links\ntype: static\nhealthCheck: /health.json\n",
+    );
+    server.commit("good");
+    server.push("main");
+    let good = server.link("current").unwrap();
+    std::os::unix::fs::symlink("../../../../../../etc/passwd", server.work.join("passwd")).unwrap();
+    server.commit("a link that escapes");
+    let output = server.push("main");
+    assert!(output.contains("FAILED at step export"), "{output}");
+    assert!(output.contains("outside the release"), "{output}");
+    assert_eq!(server.link("current").unwrap(), good);
+    assert_eq!(server.get("/").0, 200);
+}
+
+#[test]
+fn a_restarted_host_daemon_serves_the_current_release_again() {
+    let server = Server::setup("again");
+    write_stdlib_app(&server, "v1", "");
+    server.commit("v1");
+    server.push("main");
+    assert_eq!(server.get("/").1.trim(), "v1");
+    let out = server.cutover(&["host", "stop"]);
+    assert!(text(&out).contains("stopped"), "{}", text(&out));
+    assert!(
+        http_get(server.port, "/").is_err(),
+        "the port is closed once stopped"
+    );
+    // The next push starts the daemon, which first brings v1 back.
+    write_stdlib_app(&server, "v2", "hooks:\n  preDeploy: exit 1\n");
+    server.commit("v2 fails");
+    let output = server.push("main");
+    assert!(output.contains("FAILED at step preDeploy"), "{output}");
+    assert!(
+        eventually(std::time::Duration::from_secs(5), || {
+            http_get(server.port, "/")
+                .map(|(_, b)| b.trim() == "v1")
+                .unwrap_or(false)
+        }),
+        "v1 is served again"
+    );
+}

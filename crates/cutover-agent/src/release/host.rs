@@ -215,7 +215,14 @@ async fn handle(request: Request, apps: &Apps) -> Response {
             listen,
             keep_warm_ms,
             drain_ms,
-        } => switch(apps, app, release, listen, keep_warm_ms, drain_ms).await,
+            if_unserved,
+        } => {
+            if if_unserved && let Some(serving) = apps.lock().await.get(&app).and_then(App::serving)
+            {
+                return Response::error(format!("{app} is already serving {serving}"));
+            }
+            switch(apps, app, release, listen, keep_warm_ms, drain_ms).await
+        }
         Request::Stop {
             app,
             release,

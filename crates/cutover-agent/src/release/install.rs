@@ -369,6 +369,22 @@ impl Attempt<'_> {
         let deploy_log = meta.join("deploy.log");
         let app_log = meta.join("app.log");
 
+        // The daemon first: when it (re)starts it brings back the current
+        // release, which must serve whatever happens to this deploy.
+        if host.manager == ProcessManager::Builtin {
+            let launched = self
+                .host
+                .ensure_running(&options.launcher)
+                .await
+                .map_err(|e| DeployError::new(Step::Start, e.to_string()))?;
+            if launched {
+                out(&format!(
+                    "       started the host daemon ({})",
+                    self.host.paths().socket.display()
+                ));
+            }
+        }
+
         // Export the commit's tree: no clone, no .git in the release.
         let t = Instant::now();
         let summary = {
@@ -465,6 +481,7 @@ impl Attempt<'_> {
                         listen: format!("{}:{}", options.bind_host, host.port),
                         keep_warm_ms: options.keep_warm.as_millis() as u64,
                         drain_ms: manifest.drain_ms,
+                        if_unserved: false,
                     })
                     .await
                     .map_err(|e| DeployError::new(Step::Switch, e.to_string()))?
@@ -522,17 +539,10 @@ impl Attempt<'_> {
         app_log: &Path,
     ) -> Result<(u16, Duration), DeployError> {
         let out = self.out;
-        let launched = self
-            .host
+        self.host
             .ensure_running(&options.launcher)
             .await
             .map_err(|e| DeployError::new(Step::Start, e.to_string()))?;
-        if launched {
-            out(&format!(
-                "       started the host daemon ({})",
-                self.host.paths().socket.display()
-            ));
-        }
         let port = start_release(&self.host, manifest, app_log)
             .await
             .map_err(|e| DeployError::new(Step::Start, e.to_string()))?;
@@ -1039,6 +1049,7 @@ pub async fn rollback(
                 listen: format!("{bind_host}:{}", host.port),
                 keep_warm_ms: keep_warm.as_millis() as u64,
                 drain_ms: manifest.drain_ms,
+                if_unserved: false,
             })
             .await
             .map_err(|e| DeployError::new(Step::Switch, e.to_string()))?
@@ -1137,6 +1148,7 @@ pub async fn restore_all(
                 listen: format!("{bind_host}:{}", host.port),
                 keep_warm_ms: keep_warm.as_millis() as u64,
                 drain_ms: manifest.drain_ms,
+                if_unserved: true,
             })
             .await;
         match switched {

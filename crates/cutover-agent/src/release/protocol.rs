@@ -42,6 +42,10 @@ pub enum Request {
         listen: String,
         keep_warm_ms: u64,
         drain_ms: u64,
+        /// Only when nothing is served yet (restoring after a restart must
+        /// not undo a deploy that got there first).
+        #[serde(default)]
+        if_unserved: bool,
     },
     /// Stop a release (a failed one, or on request), after draining.
     Stop {
