@@ -72,6 +72,8 @@ pub struct Rollout {
     rollback_deadlines: VecDeque<Deadline>,
     wave_error_fired: bool,
     wave_success_override: bool,
+    /// The gate of the current `Phase::Gate` failed; a resume overrides it.
+    gate_failed: bool,
     /// Execution criteria that fired already (a bit per criterion): each
     /// fires at most once, and a person's resume overrides it for good.
     fired: u8,
@@ -123,6 +125,7 @@ impl Rollout {
             rollback_deadlines: VecDeque::new(),
             wave_error_fired: false,
             wave_success_override: false,
+            gate_failed: false,
             fired: 0,
             error_bp: Vec::new(),
             response_ms: Vec::new(),
@@ -547,14 +550,8 @@ impl Rollout {
                 let overriding = match pause {
                     Pause::Operator => None,
                     Pause::Trigger(trigger) => {
-                        match &trigger {
-                            Trigger::SuccessThreshold { .. } => self.wave_success_override = true,
-                            Trigger::GateFailed { wave, .. } => {
-                                if self.phase == (Phase::Gate { wave: *wave }) {
-                                    self.after_gate(*wave, out);
-                                }
-                            }
-                            _ => {}
+                        if let Trigger::SuccessThreshold { .. } = trigger {
+                            self.wave_success_override = true;
                         }
                         Some(trigger)
                     }
@@ -562,6 +559,18 @@ impl Rollout {
                 out.push(Command::Notify {
                     decision: Decision::Resumed { overriding },
                 });
+                // A failed gate stays failed until a person resumes past it,
+                // even if another trigger paused the execution since.
+                if let Phase::Gate { wave } = self.phase
+                    && self.gate_failed
+                {
+                    self.gate_failed = false;
+                    let reason = "failed, overridden by an operator".to_string();
+                    out.push(Command::Notify {
+                        decision: Decision::GatePassed { wave, reason },
+                    });
+                    self.after_gate(wave, out);
+                }
             }
             OperatorCommand::Cancel => self.cancel(out),
             OperatorCommand::Rollback => {
@@ -613,9 +622,7 @@ impl Rollout {
     }
 
     fn on_gate(&mut self, wave: WaveIndex, passed: bool, reason: String, out: &mut Vec<Command>) {
-        if self.phase != (Phase::Gate { wave })
-            || self.pause_trigger().is_some_and(|t| t.wave() == Some(wave))
-        {
+        if self.phase != (Phase::Gate { wave }) || self.gate_failed {
             return;
         }
         if passed {
@@ -624,6 +631,7 @@ impl Rollout {
             });
             self.after_gate(wave, out);
         } else {
+            self.gate_failed = true;
             self.abort(Trigger::GateFailed { wave, reason }, out);
         }
     }
@@ -847,7 +855,11 @@ impl Rollout {
             if self.pause.is_some() {
                 return;
             }
-            self.fill(out);
+            // A settled wave is judged before anything else is dispatched,
+            // so that an abort is never preceded by a dispatch in one step.
+            if !matches!(self.phase, Phase::Wave { wave } if self.wave_settled(wave)) {
+                self.fill(out);
+            }
             match self.phase {
                 Phase::Wave { wave } => {
                     if !self.wave_settled(wave) {
@@ -1012,6 +1024,7 @@ impl Rollout {
     fn after_bake(&mut self, wave: WaveIndex, out: &mut Vec<Command>) {
         if self.spec.gate_after_each_wave {
             self.phase = Phase::Gate { wave };
+            self.gate_failed = false;
             out.push(Command::Notify {
                 decision: Decision::GateRequested { wave },
             });
