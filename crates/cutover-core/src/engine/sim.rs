@@ -239,6 +239,13 @@ impl Simulation {
     /// Runs from the start until the execution ends or nothing is left to
     /// happen, with a safety cap of events.
     pub fn run(mut self, max_events: u64) -> SimReport {
+        self.drive(max_events);
+        self.report()
+    }
+
+    /// Starts the execution and drives it until it ends, nothing is left to
+    /// happen, or `max_events` were fed; the simulation stays inspectable.
+    pub fn drive(&mut self, max_events: u64) {
         self.feed(Event::Start, EPOCH);
         while !self.rollout.status().is_terminal() && self.events < max_events {
             let next_answer = self.queue.peek().map(|Reverse(q)| q.at);
@@ -285,6 +292,10 @@ impl Simulation {
                 }
             }
         }
+    }
+
+    /// The figures of the run so far.
+    pub fn report(self) -> SimReport {
         SimReport {
             targets: self.rollout.target_count(),
             status: self.rollout.status(),
