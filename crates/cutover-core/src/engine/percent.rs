@@ -276,7 +276,7 @@ fn format_basis_points(bp: u64) -> String {
     let frac = bp % SCALE;
     if frac == 0 {
         whole.to_string()
-    } else if frac % 10 == 0 {
+    } else if frac.is_multiple_of(10) {
         format!("{whole}.{}", frac / 10)
     } else {
         format!("{whole}.{frac:02}")

@@ -334,20 +334,23 @@ impl Rollout {
             ExecutionStatus::Running | ExecutionStatus::Paused
         ) {
             let c = &self.spec.criteria;
-            if c.health_check_failure && self.fired & 2 == 0 {
-                if let Some(since) = self.health_since {
-                    consider(since.saturating_add(c.health_failing_for_ms));
-                }
+            if c.health_check_failure
+                && self.fired & 2 == 0
+                && let Some(since) = self.health_since
+            {
+                consider(since.saturating_add(c.health_failing_for_ms));
             }
-            if c.max_error_rate.is_some() && self.fired & 4 == 0 {
-                if let Some(since) = self.error_since {
-                    consider(since.saturating_add(c.error_rate_for_ms));
-                }
+            if c.max_error_rate.is_some()
+                && self.fired & 4 == 0
+                && let Some(since) = self.error_since
+            {
+                consider(since.saturating_add(c.error_rate_for_ms));
             }
-            if c.performance_degradation.is_some() && self.fired & 8 == 0 {
-                if let Some(since) = self.response_since {
-                    consider(since.saturating_add(c.degradation_for_ms));
-                }
+            if c.performance_degradation.is_some()
+                && self.fired & 8 == 0
+                && let Some(since) = self.response_since
+            {
+                consider(since.saturating_add(c.degradation_for_ms));
             }
         }
         best
@@ -1180,15 +1183,12 @@ impl Rollout {
         let slot = &mut self.slots[target as usize];
         let old = slot.state as usize;
         slot.state = new as u8;
+        // A target leaving the new version no longer counts as unhealthy.
         if slot.health == HEALTH_BAD
-            && !matches!(new, TargetState::Succeeded)
-            && !new.is_in_flight()
+            && matches!(new, TargetState::RollingBack | TargetState::Canceled)
         {
-            // A target leaving the new version no longer counts as unhealthy.
-            if matches!(new, TargetState::RollingBack | TargetState::Canceled) {
-                slot.health = HEALTH_UNKNOWN;
-                self.unhealthy -= 1;
-            }
+            slot.health = HEALTH_UNKNOWN;
+            self.unhealthy -= 1;
         }
         let wave = self.wave_of(target) as usize;
         self.wave_counts[wave][old] -= 1;
