@@ -623,7 +623,7 @@ fn config(default: u32) -> ProptestConfig {
 }
 
 proptest! {
-    #![proptest_config(config(256))]
+    #![proptest_config(config(1024))]
 
     #[test]
     fn invariants_hold_under_any_event_order(case in arb_case()) {
@@ -637,7 +637,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(24))]
+    #![proptest_config(config(64))]
 
     #[test]
     fn replay_from_any_cut_reaches_the_same_end(case in arb_case()) {
