@@ -341,10 +341,6 @@ pub enum Decision {
     RetryRequested {
         targets: u32,
     },
-    Retried {
-        target: TargetIndex,
-        attempt: Attempt,
-    },
     TimedOut {
         targets: u32,
         timeout_ms: Millis,
@@ -475,9 +471,6 @@ impl fmt::Display for Decision {
                     f,
                     "retry of {targets} failed targets requested by an operator"
                 )
-            }
-            Decision::Retried { target, attempt } => {
-                write!(f, "target {target} failed transiently; attempt {attempt}")
             }
             Decision::TimedOut {
                 targets,
