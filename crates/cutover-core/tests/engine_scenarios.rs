@@ -965,3 +965,21 @@ fn the_state_is_small_per_target() {
     assert!(per_target < 32.0, "{per_target} bytes per target");
     assert!(r.heap_bytes() >= 100_000 * 4);
 }
+
+#[test]
+fn a_snapshot_of_the_state_round_trips_through_json() {
+    let mut s = spec(Strategy::canary(pct(10), 60_000));
+    s.max_retries = 1;
+    let mut r = Rollout::new(s, 20).unwrap();
+    r.start(T0);
+    succeed(&mut r, 0, T0 + 1);
+    succeed(&mut r, 1, T0 + 2);
+    let json = serde_json::to_string(&r).unwrap();
+    let mut back: Rollout = serde_json::from_str(&json).unwrap();
+    assert!(back == r);
+    assert_eq!(
+        back.step(Event::Tick, T0 + 60_002),
+        r.step(Event::Tick, T0 + 60_002)
+    );
+    assert!(back == r);
+}
