@@ -1,1 +1,300 @@
-//! The fleet plane: MQTT broker and transport, the orchestrator that drives the rollout engine, artifacts, and the agent endpoints.
+//! The fleet plane: the MQTT broker (embedded rumqttd, or an external broker
+//! by URL), the orchestrator that drives the rollout engine, artifact storage
+//! and download with range requests, and the agent endpoints for HTTP polling.
+//!
+//! The REST API merges [`FleetPlane::router`] into its app and calls
+//! [`FleetPlane::wake`] after it creates an execution or appends an operator
+//! command; the orchestrator claims pending executions from the store.
+
+pub mod artifacts;
+pub mod broker;
+mod orchestrator;
+mod routes;
+
+use cutover_agent::device::mqtt::MqttSettings;
+use cutover_core::protocol::{
+    AgentMessage, Channel, ServerMessage, parse_topic, topic, topic_filter_all,
+};
+use cutover_store::{NewTarget, Store};
+use rumqttc::{AsyncClient, Event, Packet, QoS};
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc, watch};
+
+/// How the fleet plane runs.
+#[derive(Debug, Clone)]
+pub struct FleetSettings {
+    /// The embedded broker's address (port 0: a free port). Ignored when `mqtt_url` is set.
+    pub broker_listen: SocketAddr,
+    /// An external broker (`mqtt://` or `mqtts://`); none starts the embedded one.
+    pub mqtt_url: Option<String>,
+    pub mqtt_username: Option<String>,
+    pub mqtt_password: Option<String>,
+    pub mqtt_ca_pem: Option<Vec<u8>>,
+    /// Where artifact blobs live.
+    pub artifact_dir: PathBuf,
+    /// This replica's name in leases.
+    pub owner: String,
+    pub lease_ttl_ms: u64,
+    pub claim_interval_ms: u64,
+    /// Commands not acknowledged this long are sent again.
+    pub resend_ms: u64,
+    /// Reports gathered into one transaction at most.
+    pub batch_max: usize,
+    pub batch_wait_ms: u64,
+    /// MQTT connections the server publishes and subscribes on.
+    pub mqtt_connections: usize,
+}
+
+impl Default for FleetSettings {
+    fn default() -> Self {
+        Self {
+            broker_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            mqtt_url: None,
+            mqtt_username: None,
+            mqtt_password: None,
+            mqtt_ca_pem: None,
+            artifact_dir: PathBuf::from("artifacts"),
+            owner: format!("replica-{}", uuid::Uuid::new_v4()),
+            lease_ttl_ms: 30_000,
+            claim_interval_ms: 1000,
+            resend_ms: 3000,
+            batch_max: 5000,
+            batch_wait_ms: 5,
+            mqtt_connections: 1,
+        }
+    }
+}
+
+/// Live progress for the SSE stream.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ProgressEvent {
+    Execution {
+        execution_id: String,
+        status: String,
+        progress: serde_json::Value,
+    },
+    Decision {
+        execution_id: String,
+        message: String,
+    },
+}
+
+/// An agent message as it arrived, with the target its topic or URL named.
+pub(crate) struct Inbound {
+    pub topic_target: String,
+    pub message: AgentMessage,
+}
+
+pub(crate) struct Shared {
+    pub store: Store,
+    pub settings: FleetSettings,
+    pub blobs: artifacts::BlobStore,
+    pub progress: broadcast::Sender<ProgressEvent>,
+    pub inbound: mpsc::Sender<Inbound>,
+    pub mqtt: Option<AsyncClient>,
+    /// Targets that poll over HTTP, and what waits for them.
+    pub http_targets: Mutex<HashSet<String>>,
+    pub http_outbox: Mutex<HashMap<String, Vec<ServerMessage>>>,
+}
+
+impl Shared {
+    /// Sends a message to a target by MQTT, or queues it for its next poll.
+    pub fn send(&self, target: &str, msg: ServerMessage) {
+        if self
+            .http_targets
+            .lock()
+            .expect("http targets")
+            .contains(target)
+        {
+            self.http_outbox
+                .lock()
+                .expect("http outbox")
+                .entry(target.to_string())
+                .or_default()
+                .push(msg);
+            return;
+        }
+        if let Some(client) = &self.mqtt {
+            let payload = serde_json::to_vec(&msg).expect("server messages serialize");
+            if client
+                .try_publish(
+                    topic(target, Channel::Commands),
+                    QoS::AtLeastOnce,
+                    false,
+                    payload,
+                )
+                .is_err()
+            {
+                // The request queue is full: the re-send timer sends it again.
+                tracing::debug!(target, "mqtt request queue full");
+            }
+        }
+    }
+}
+
+/// The running fleet plane.
+#[derive(Clone)]
+pub struct FleetPlane {
+    shared: Arc<Shared>,
+    wake: mpsc::UnboundedSender<String>,
+    broker_url: String,
+}
+
+impl FleetPlane {
+    /// Starts the broker (unless external), the MQTT client and the orchestrator.
+    pub async fn start(
+        settings: FleetSettings,
+        store: Store,
+        shutdown: watch::Receiver<bool>,
+    ) -> anyhow::Result<FleetPlane> {
+        let broker_url = match &settings.mqtt_url {
+            Some(url) => url.clone(),
+            None => {
+                let listen = settings.broker_listen;
+                let b =
+                    tokio::task::spawn_blocking(move || broker::start(listen, 1_000_000)).await??;
+                tracing::info!(addr = %b.addr, "embedded mqtt broker listening");
+                b.url()
+            }
+        };
+        let blobs = artifacts::BlobStore::open(&settings.artifact_dir)?;
+        let (inbound_tx, inbound_rx) = mpsc::channel(200_000);
+        let (wake_tx, wake_rx) = mpsc::unbounded_channel();
+        let (progress, _) = broadcast::channel(4096);
+
+        let mut ms = MqttSettings::new(&broker_url, &format!("cutover-server-{}", settings.owner));
+        ms.username = settings.mqtt_username.clone();
+        ms.password = settings.mqtt_password.clone();
+        ms.ca_pem = settings.mqtt_ca_pem.clone();
+        ms.inflight = 1000;
+        let opts = ms.options().map_err(anyhow::Error::msg)?;
+        let (client, eventloop) = AsyncClient::new(opts, 100_000);
+
+        let shared = Arc::new(Shared {
+            store,
+            settings: settings.clone(),
+            blobs,
+            progress,
+            inbound: inbound_tx.clone(),
+            mqtt: Some(client.clone()),
+            http_targets: Mutex::new(HashSet::new()),
+            http_outbox: Mutex::new(HashMap::new()),
+        });
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(mqtt_loop(
+            client,
+            eventloop,
+            inbound_tx,
+            shutdown.clone(),
+            ready_tx,
+        ));
+        tokio::time::timeout(Duration::from_secs(10), ready_rx)
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!("could not subscribe at the mqtt broker {broker_url} within 10 s")
+            })?
+            .ok();
+        let orch = orchestrator::Orchestrator::new(shared.clone());
+        tokio::spawn(orch.run(inbound_rx, wake_rx, shutdown));
+        Ok(FleetPlane {
+            shared,
+            wake: wake_tx,
+            broker_url,
+        })
+    }
+
+    /// The broker agents connect to.
+    pub fn broker_url(&self) -> &str {
+        &self.broker_url
+    }
+
+    /// Artifact upload and download (`/api/artifacts`) and the agent endpoints (`/api/agent/v1`).
+    pub fn router(&self) -> axum::Router {
+        routes::router(self.shared.clone())
+    }
+
+    /// Asks the orchestrator to look for new executions and operator commands now.
+    pub fn wake(&self, execution_id: &str) {
+        let _ = self.wake.send(execution_id.to_string());
+    }
+
+    pub fn progress(&self) -> broadcast::Receiver<ProgressEvent> {
+        self.shared.progress.subscribe()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.shared.store
+    }
+
+    pub fn blobs(&self) -> &artifacts::BlobStore {
+        &self.shared.blobs
+    }
+}
+
+/// Registers a target with its own credential (the store keeps only the derived key).
+pub async fn enroll_target(
+    store: &Store,
+    target: &NewTarget,
+    credential: &str,
+) -> anyhow::Result<()> {
+    store.upsert_target(target).await?;
+    store
+        .set_target_credential(
+            &target.id,
+            &cutover_agent::device::mac::target_key_hex(credential),
+        )
+        .await?;
+    Ok(())
+}
+
+async fn mqtt_loop(
+    client: AsyncClient,
+    mut eventloop: rumqttc::EventLoop,
+    inbound: mpsc::Sender<Inbound>,
+    mut shutdown: watch::Receiver<bool>,
+    ready: tokio::sync::oneshot::Sender<()>,
+) {
+    let mut ready = Some(ready);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => if *shutdown.borrow() { let _ = client.disconnect().await; return },
+            ev = eventloop.poll() => match ev {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    backoff = Duration::from_millis(100);
+                    for ch in [Channel::Status, Channel::Hello, Channel::Heartbeat] {
+                        let _ = client.try_subscribe(topic_filter_all(ch), QoS::AtLeastOnce);
+                    }
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    if let Some(r) = ready.take() {
+                        let _ = r.send(());
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let Some((target, _)) = parse_topic(&p.topic) else { continue };
+                    match serde_json::from_slice::<AgentMessage>(&p.payload) {
+                        Ok(message) => {
+                            if inbound.send(Inbound { topic_target: target.to_string(), message }).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => tracing::debug!(target, error = %e, "unreadable agent message"),
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "mqtt connection lost; reconnecting");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}

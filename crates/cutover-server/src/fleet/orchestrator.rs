@@ -1,0 +1,925 @@
+//! The orchestrator: claims runnable executions (leases), drives the pure
+//! rollout engine with agent reports, timer ticks and operator commands,
+//! turns its commands into protocol messages, re-sends them until the agent
+//! acknowledges, and stores each batch of transitions with its events in one
+//! transaction per execution. After a restart it replays the stored events.
+
+use super::{Inbound, ProgressEvent, Shared};
+use chrono::{DateTime, TimeZone, Utc};
+use cutover_agent::device::mac;
+use cutover_core::engine::{
+    self, ActionStage, DispatchMode, Event, ExecutionStatus, OperatorCommand, Rollout, RolloutSpec,
+    TargetState,
+};
+use cutover_core::protocol::{
+    AgentMessage, ArtifactRef, Command, CommandKind, FailedStep, MessageKey, PROTOCOL_VERSION,
+    ServerMessage, Stage,
+};
+use cutover_store::{
+    ActionUpdate, ExecutionRow, ExecutionUpdate, LeaseFence, NewActionEvent, NewAuditEntry,
+    NewExecutionEvent, StepBatch, StoreError, execution_lease_resource,
+};
+use serde_json::{Value, json};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+fn at(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .unwrap_or_else(Utc::now)
+}
+
+fn action_status(s: TargetState) -> &'static str {
+    match s {
+        TargetState::Pending | TargetState::AwaitingRetry => "pending",
+        TargetState::Dispatched | TargetState::RollingBack => "dispatched",
+        TargetState::Downloading => "downloading",
+        TargetState::Installing => "installing",
+        TargetState::Verifying => "verifying",
+        TargetState::Succeeded => "succeeded",
+        TargetState::Failed | TargetState::RollbackFailed => "failed",
+        TargetState::TimedOut => "timed_out",
+        TargetState::Canceled => "canceled",
+        TargetState::RolledBack => "rolled_back",
+    }
+}
+
+pub(crate) fn execution_status(s: ExecutionStatus) -> &'static str {
+    match s {
+        ExecutionStatus::Pending => "pending",
+        ExecutionStatus::Running | ExecutionStatus::RollingBack => "running",
+        ExecutionStatus::Paused => "paused",
+        ExecutionStatus::Succeeded => "succeeded",
+        ExecutionStatus::Failed => "failed",
+        ExecutionStatus::RolledBack => "rolled_back",
+        ExecutionStatus::Canceled => "canceled",
+    }
+}
+
+fn is_terminal(s: ExecutionStatus) -> bool {
+    matches!(
+        s,
+        ExecutionStatus::Succeeded
+            | ExecutionStatus::Failed
+            | ExecutionStatus::RolledBack
+            | ExecutionStatus::Canceled
+    )
+}
+
+/// One execution this replica owns.
+struct Run {
+    id: String,
+    plan_id: String,
+    rollout: Rollout,
+    targets: Vec<String>,
+    actions: Vec<String>,
+    action_index: HashMap<String, u32>,
+    artifact: ArtifactRef,
+    previous: Vec<Option<String>>,
+    last_seq: i64,
+    /// Commands not yet acknowledged, by target index.
+    unacked: HashMap<u32, (ServerMessage, Instant)>,
+    seen_reports: HashSet<MessageKey>,
+    status: &'static str,
+    /// Reasons of failed targets, for the execution's summary.
+    failures: HashMap<u32, String>,
+}
+
+/// What one batch decided for one run, before it is committed.
+#[derive(Default)]
+struct Pending {
+    events: Vec<(Event, i64, Value)>,
+    action_events: Vec<NewActionEvent>,
+    touched: HashSet<u32>,
+    bumped: HashSet<u32>,
+    commands: Vec<engine::Command>,
+    acks: Vec<(String, MessageKey)>,
+}
+
+pub(crate) struct Orchestrator {
+    shared: Arc<Shared>,
+    runs: HashMap<String, Run>,
+    keys: HashMap<String, Option<Vec<u8>>>,
+    last_claim: Instant,
+    last_renew: Instant,
+}
+
+impl Orchestrator {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        let long_ago = Instant::now() - Duration::from_secs(3600);
+        Self {
+            shared,
+            runs: HashMap::new(),
+            keys: HashMap::new(),
+            last_claim: long_ago,
+            last_renew: Instant::now(),
+        }
+    }
+
+    pub(crate) async fn run(
+        mut self,
+        mut inbound: tokio::sync::mpsc::Receiver<Inbound>,
+        mut wake: tokio::sync::mpsc::UnboundedReceiver<String>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let settings = self.shared.settings.clone();
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            let mut batch: Vec<Inbound> = Vec::new();
+            let mut woken = false;
+            tokio::select! {
+                _ = shutdown.changed() => if *shutdown.borrow() { break },
+                Some(m) = inbound.recv() => batch.push(m),
+                Some(_) = wake.recv() => woken = true,
+                _ = tick.tick() => {}
+            }
+            // Gather what else is ready, up to the batch size.
+            let deadline = Instant::now() + Duration::from_millis(settings.batch_wait_ms);
+            while batch.len() < settings.batch_max {
+                match inbound.try_recv() {
+                    Ok(m) => batch.push(m),
+                    Err(_) => {
+                        if batch.is_empty() || Instant::now() >= deadline {
+                            break;
+                        }
+                        tokio::task::yield_now().await;
+                        if Instant::now() >= deadline {
+                            break;
+                        }
+                    }
+                }
+            }
+            while wake.try_recv().is_ok() {
+                woken = true;
+            }
+            if let Err(e) = self.cycle(batch, woken).await {
+                tracing::warn!(error = %e, "orchestrator cycle failed");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        for id in self.runs.keys() {
+            let _ = self
+                .shared
+                .store
+                .release_lease(&execution_lease_resource(id), &settings.owner)
+                .await;
+        }
+    }
+
+    async fn cycle(&mut self, batch: Vec<Inbound>, woken: bool) -> anyhow::Result<()> {
+        let settings = self.shared.settings.clone();
+        let ttl = Duration::from_millis(settings.lease_ttl_ms);
+        if woken || self.last_claim.elapsed() >= Duration::from_millis(settings.claim_interval_ms) {
+            self.last_claim = Instant::now();
+            let claimed = self
+                .shared
+                .store
+                .claim_runnable_executions(&settings.owner, Utc::now(), ttl, 100)
+                .await?;
+            for row in claimed {
+                if !self.runs.contains_key(&row.id) {
+                    match self.load(&row).await {
+                        Ok(()) => {}
+                        Err(e) => {
+                            tracing::warn!(execution = row.id, error = %e, "cannot load execution")
+                        }
+                    }
+                }
+            }
+            self.apply_operator_events().await?;
+        }
+        if self.last_renew.elapsed() >= ttl / 3 {
+            self.last_renew = Instant::now();
+            let ids: Vec<String> = self.runs.keys().cloned().collect();
+            for id in ids {
+                let ok = self
+                    .shared
+                    .store
+                    .renew_lease(
+                        &execution_lease_resource(&id),
+                        &settings.owner,
+                        Utc::now(),
+                        ttl,
+                    )
+                    .await
+                    .unwrap_or(false);
+                if !ok {
+                    tracing::warn!(execution = id, "lease lost; another replica owns it now");
+                    self.runs.remove(&id);
+                }
+            }
+        }
+
+        let mut pending: HashMap<String, Pending> = HashMap::new();
+        for m in batch {
+            self.inbound(m, &mut pending).await;
+        }
+        // Timers.
+        let now = now_ms();
+        for run in self.runs.values() {
+            if run.rollout.next_deadline().is_some_and(|d| d <= now) {
+                pending.entry(run.id.clone()).or_default().events.push((
+                    Event::Tick,
+                    now,
+                    Value::Null,
+                ));
+            }
+        }
+        let ids: Vec<String> = pending.keys().cloned().collect();
+        for id in ids {
+            let p = pending.remove(&id).unwrap_or_default();
+            if let Err(e) = self.apply(&id, p).await {
+                tracing::warn!(execution = id, error = %e, "cannot commit step");
+            }
+        }
+        self.resend();
+        Ok(())
+    }
+
+    /// Loads a claimed execution: starts it, or replays its stored events.
+    async fn load(&mut self, row: &ExecutionRow) -> anyhow::Result<()> {
+        let store = &self.shared.store;
+        let spec: RolloutSpec =
+            serde_json::from_value(row.spec.get("rollout").cloned().unwrap_or(Value::Null))
+                .map_err(|e| {
+                    anyhow::anyhow!("execution {} has no readable rollout spec: {e}", row.id)
+                })?;
+        let targets: Vec<String> =
+            serde_json::from_value(row.spec.get("targets").cloned().unwrap_or(Value::Null))
+                .map_err(|e| anyhow::anyhow!("execution {} has no target list: {e}", row.id))?;
+        let artifact_id = row
+            .spec
+            .get("artifact_id")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
+        let artifact = super::artifacts::artifact_ref(&store.get_artifact(artifact_id).await?);
+        let actions_rows = store.list_actions(&row.id).await?;
+        let by_target: HashMap<&str, &str> = actions_rows
+            .iter()
+            .map(|a| (a.target_id.as_str(), a.id.as_str()))
+            .collect();
+        let actions: Vec<String> = targets
+            .iter()
+            .map(|t| {
+                by_target
+                    .get(t.as_str())
+                    .map(|s| s.to_string())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let action_index: HashMap<String, u32> = actions
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.clone(), i as u32))
+            .collect();
+        let n = targets.len() as u32;
+        let events = store.load_execution_events(&row.id, 0).await?;
+        let mut run = Run {
+            id: row.id.clone(),
+            plan_id: row.plan_id.clone(),
+            rollout: Rollout::new(spec.clone(), n).map_err(|e| anyhow::anyhow!("{e}"))?,
+            targets,
+            actions,
+            action_index,
+            artifact,
+            previous: vec![None; n as usize],
+            last_seq: 0,
+            unacked: HashMap::new(),
+            seen_reports: HashSet::new(),
+            status: "pending",
+            failures: HashMap::new(),
+        };
+        let started = events.iter().any(|e| e.kind == "engine");
+        if started {
+            let mut replay = Vec::with_capacity(events.len());
+            for e in &events {
+                run.last_seq = run.last_seq.max(e.seq);
+                if let Some(prev) = e.payload.get("previous").and_then(|p| p.as_array()) {
+                    run.previous = prev
+                        .iter()
+                        .map(|v| v.as_str().map(str::to_string))
+                        .collect();
+                }
+                if let Some(ev) = stored_event(&e.kind, &e.payload, e.at.timestamp_millis()) {
+                    replay.push(ev);
+                }
+            }
+            run.rollout = Rollout::replay(spec, n, replay).map_err(|e| anyhow::anyhow!("{e}"))?;
+            run.status = execution_status(run.rollout.status());
+            // Whatever was in flight is sent again; agents drop repeats.
+            for t in 0..n {
+                if let Some(msg) = in_flight_command(&run, t) {
+                    run.unacked
+                        .insert(t, (msg, Instant::now() - Duration::from_secs(3600)));
+                }
+            }
+            tracing::info!(
+                execution = run.id,
+                events = events.len(),
+                "execution resumed from its events"
+            );
+            self.runs.insert(run.id.clone(), run);
+        } else {
+            for (i, t) in run.targets.iter().enumerate() {
+                run.previous[i] = store
+                    .get_target(t)
+                    .await
+                    .ok()
+                    .and_then(|r| r.current_version);
+            }
+            let id = run.id.clone();
+            run.last_seq = events.iter().map(|e| e.seq).max().unwrap_or(0);
+            // Operator events written before the start come first, as in a replay.
+            let mut sink = Vec::new();
+            for e in &events {
+                if let Some((ev, ms)) = stored_event(&e.kind, &e.payload, e.at.timestamp_millis()) {
+                    run.rollout.step_into(ev, ms, &mut sink);
+                }
+            }
+            let previous = run.previous.clone();
+            self.runs.insert(id.clone(), run);
+            let mut p = Pending::default();
+            p.events
+                .push((Event::Start, now_ms(), json!({ "previous": previous })));
+            self.apply(&id, p).await?;
+        }
+        Ok(())
+    }
+
+    /// Feeds operator commands that the API appended to the event log.
+    async fn apply_operator_events(&mut self) -> anyhow::Result<()> {
+        let ids: Vec<String> = self.runs.keys().cloned().collect();
+        for id in ids {
+            let after = self.runs[&id].last_seq;
+            let events = self.shared.store.load_execution_events(&id, after).await?;
+            if events.is_empty() {
+                continue;
+            }
+            let run = self.runs.get_mut(&id).expect("run is loaded");
+            let mut out = Vec::new();
+            for e in events {
+                run.last_seq = run.last_seq.max(e.seq);
+                if let Some((ev, ms)) = stored_event(&e.kind, &e.payload, e.at.timestamp_millis()) {
+                    run.rollout.step_into(ev, ms, &mut out);
+                }
+            }
+            let p = Pending {
+                commands: out,
+                ..Default::default()
+            };
+            self.apply(&id, p).await?;
+        }
+        Ok(())
+    }
+
+    async fn target_key(&mut self, target: &str) -> Option<Vec<u8>> {
+        if let Some(k) = self.keys.get(target) {
+            return k.clone();
+        }
+        let key = match self.shared.store.get_target(target).await {
+            Ok(row) => row.credential_hash.and_then(|h| hex::decode(h).ok()),
+            Err(_) => None,
+        };
+        self.keys.insert(target.to_string(), key.clone());
+        key
+    }
+
+    async fn refuse(&self, topic_target: &str, msg: &AgentMessage, why: &str) {
+        tracing::warn!(
+            topic_target,
+            claimed = msg.target(),
+            why,
+            "agent message refused"
+        );
+        let _ = self
+            .shared
+            .store
+            .append_audit(&NewAuditEntry {
+                actor: format!("target:{topic_target}"),
+                action: "agent.message.refused".into(),
+                subject: msg.target().to_string(),
+                source_ip: None,
+                result: "denied".into(),
+                details: json!({ "reason": why, "topic_target": topic_target, "claimed_target": msg.target() }),
+                at: None,
+            })
+            .await;
+        if let AgentMessage::Status(s) = msg {
+            self.shared.send(
+                topic_target,
+                ServerMessage::Nack {
+                    v: PROTOCOL_VERSION,
+                    key: s.key(),
+                    reason: why.to_string(),
+                },
+            );
+        }
+    }
+
+    async fn inbound(&mut self, m: Inbound, pending: &mut HashMap<String, Pending>) {
+        let Inbound {
+            topic_target,
+            message,
+        } = m;
+        if message.version() != PROTOCOL_VERSION {
+            return self
+                .refuse(&topic_target, &message, "unsupported protocol version")
+                .await;
+        }
+        if message.target() != topic_target {
+            return self
+                .refuse(
+                    &topic_target,
+                    &message,
+                    "message claims another target than its topic",
+                )
+                .await;
+        }
+        let Some(key) = self.target_key(&topic_target).await else {
+            return self
+                .refuse(
+                    &topic_target,
+                    &message,
+                    "unknown target or no credential enrolled",
+                )
+                .await;
+        };
+        if !mac::verify_message(&message, &key) {
+            return self
+                .refuse(&topic_target, &message, "bad message authentication code")
+                .await;
+        }
+        match message {
+            AgentMessage::Hello(h) => {
+                let inventory = json!({
+                    "kind": h.kind, "hardware_model": h.hardware_model, "slots": h.slots,
+                    "agent_version": h.agent_version, "environment": h.environment,
+                });
+                let _ = self
+                    .shared
+                    .store
+                    .update_target_inventory(&h.target, &h.running_version, &inventory, Utc::now())
+                    .await;
+                self.shared.send(
+                    &h.target,
+                    ServerMessage::HelloAck {
+                        v: PROTOCOL_VERSION,
+                    },
+                );
+            }
+            AgentMessage::Heartbeat { .. } => {}
+            AgentMessage::Ack { key, .. } => {
+                if let Some(run) = self.runs.get_mut(&key.execution)
+                    && let Some(&t) = run.action_index.get(&key.action)
+                    && run.unacked.get(&t).is_some_and(|(m, _)| matches!(m, ServerMessage::Command(c) if c.attempt == key.sequence))
+                {
+                    run.unacked.remove(&t);
+                }
+            }
+            AgentMessage::Status(s) => {
+                let key = s.key();
+                let Some(run) = self.runs.get_mut(&s.execution) else {
+                    // Not ours (finished, or another replica's): acknowledge a
+                    // finished execution so the agent stops re-sending.
+                    if let Ok(row) = self.shared.store.get_execution(&s.execution).await
+                        && !["pending", "running", "paused"].contains(&row.status.as_str())
+                    {
+                        self.shared.send(
+                            &s.target,
+                            ServerMessage::Ack {
+                                v: PROTOCOL_VERSION,
+                                key,
+                            },
+                        );
+                    }
+                    return;
+                };
+                let Some(&t) = run.action_index.get(&s.action) else {
+                    self.shared.send(
+                        &s.target,
+                        ServerMessage::Nack {
+                            v: PROTOCOL_VERSION,
+                            key,
+                            reason: "unknown action".into(),
+                        },
+                    );
+                    return;
+                };
+                if run.targets[t as usize] != s.target {
+                    return self
+                        .refuse(
+                            &topic_target,
+                            &AgentMessage::Status(s),
+                            "action belongs to another target",
+                        )
+                        .await;
+                }
+                let p = pending.entry(run.id.clone()).or_default();
+                p.acks.push((s.target.clone(), key.clone()));
+                if !run.seen_reports.insert(key) {
+                    return;
+                }
+                // A report proves the command arrived.
+                if run.unacked.get(&t).is_some_and(
+                    |(m, _)| matches!(m, ServerMessage::Command(c) if c.attempt <= s.attempt),
+                ) {
+                    run.unacked.remove(&t);
+                }
+                let stage = match s.stage {
+                    Stage::Downloading => Some(ActionStage::Downloading),
+                    Stage::Installing => Some(ActionStage::Installing),
+                    Stage::Verifying => Some(ActionStage::Verifying),
+                    Stage::Succeeded => Some(ActionStage::Succeeded),
+                    Stage::RolledBack => Some(ActionStage::RolledBack),
+                    Stage::Failed => Some(ActionStage::Failed {
+                        transient: s.failed_step == Some(FailedStep::Download),
+                        reason: s.reason.clone(),
+                    }),
+                    Stage::Received | Stage::Rebooting | Stage::Canceled => None,
+                };
+                let now = now_ms();
+                if s.stage == Stage::Failed {
+                    run.failures.insert(t, s.reason.clone());
+                }
+                p.action_events.push(NewActionEvent {
+                    execution_id: run.id.clone(),
+                    action_id: s.action.clone(),
+                    target_id: s.target.clone(),
+                    seq: i64::from(s.attempt) * 16 + i64::from(s.stage.ordinal()),
+                    kind: s.stage.as_str().to_string(),
+                    at: at(now),
+                    detail: json!({
+                        "attempt": s.attempt, "reason": s.reason, "failed_step": s.failed_step,
+                        "running_version": s.running_version, "elapsed_ms": s.elapsed_ms,
+                    }),
+                });
+                if matches!(
+                    s.stage,
+                    Stage::Succeeded | Stage::RolledBack | Stage::Failed
+                ) {
+                    let _ = self
+                        .shared
+                        .store
+                        .update_target_inventory(
+                            &s.target,
+                            &s.running_version,
+                            &json!({}),
+                            Utc::now(),
+                        )
+                        .await;
+                }
+                if let Some(stage) = stage {
+                    p.events.push((
+                        Event::Report {
+                            target: t,
+                            attempt: s.attempt as u16,
+                            stage,
+                        },
+                        now,
+                        Value::Null,
+                    ));
+                    p.touched.insert(t);
+                }
+            }
+        }
+    }
+
+    /// Steps the engine with the batch's events, commits them with their
+    /// effects in one transaction, then sends commands and acknowledgements.
+    async fn apply(&mut self, id: &str, p: Pending) -> anyhow::Result<()> {
+        let owner = self.shared.settings.owner.clone();
+        let Some(run) = self.runs.get_mut(id) else {
+            return Ok(());
+        };
+        let Pending {
+            events,
+            mut action_events,
+            mut touched,
+            mut bumped,
+            commands: mut out,
+            acks,
+        } = p;
+        let mut exec_events = Vec::with_capacity(events.len());
+        for (ev, now, extra) in events {
+            let before = out.len();
+            run.rollout.step_into(ev.clone(), now, &mut out);
+            let _ = before;
+            run.last_seq += 1;
+            let mut payload = json!({ "type": "engine", "event": ev, "now": now });
+            if let (Some(obj), Value::Object(extra)) = (payload.as_object_mut(), extra) {
+                obj.extend(extra);
+            }
+            exec_events.push(NewExecutionEvent {
+                execution_id: run.id.clone(),
+                seq: run.last_seq,
+                kind: "engine".into(),
+                payload,
+                at: at(now),
+            });
+        }
+        // Gates have no runner in the fleet plane yet: answer at once, saying so.
+        let mut gate_events = Vec::new();
+        for c in &out {
+            if let engine::Command::RunGate { wave } = c {
+                gate_events.push(Event::GateResult {
+                    wave: *wave,
+                    passed: true,
+                    reason: "no gate runner configured".into(),
+                });
+            }
+        }
+        for ev in gate_events {
+            let now = now_ms();
+            run.rollout.step_into(ev.clone(), now, &mut out);
+            run.last_seq += 1;
+            exec_events.push(NewExecutionEvent {
+                execution_id: run.id.clone(),
+                seq: run.last_seq,
+                kind: "engine".into(),
+                payload: json!({ "type": "engine", "event": ev, "now": now }),
+                at: at(now),
+            });
+        }
+        let mut messages: Vec<(u32, ServerMessage)> = Vec::new();
+        let mut decisions = Vec::new();
+        for c in &out {
+            match c {
+                engine::Command::Dispatch {
+                    target,
+                    attempt,
+                    mode,
+                    ..
+                } => {
+                    touched.insert(*target);
+                    if *attempt > 1 {
+                        bumped.insert(*target);
+                    }
+                    messages.push((
+                        *target,
+                        command(
+                            run,
+                            *target,
+                            u32::from(*attempt),
+                            CommandKind::Install {
+                                artifact: run.artifact.clone(),
+                                stage_only: *mode == DispatchMode::Stage,
+                            },
+                        ),
+                    ));
+                }
+                engine::Command::Activate { target } => {
+                    touched.insert(*target);
+                    let attempt = u32::from(run.rollout.target_attempt(*target));
+                    messages.push((
+                        *target,
+                        command(run, *target, attempt, CommandKind::Activate),
+                    ));
+                }
+                engine::Command::Rollback {
+                    target, attempt, ..
+                } => {
+                    touched.insert(*target);
+                    bumped.insert(*target);
+                    let previous = run.previous.get(*target as usize).cloned().flatten();
+                    messages.push((
+                        *target,
+                        command(
+                            run,
+                            *target,
+                            u32::from(*attempt),
+                            CommandKind::Rollback {
+                                previous_version: previous,
+                            },
+                        ),
+                    ));
+                }
+                engine::Command::CancelAction {
+                    target, attempt, ..
+                } => {
+                    touched.insert(*target);
+                    messages.push((
+                        *target,
+                        command(
+                            run,
+                            *target,
+                            u32::from(*attempt) + 1000,
+                            CommandKind::Cancel,
+                        ),
+                    ));
+                }
+                engine::Command::RunGate { .. } => {}
+                engine::Command::Notify { decision } => decisions.push(decision.to_string()),
+            }
+        }
+        let now = Utc::now();
+        let status = run.rollout.status();
+        let status_str = execution_status(status);
+        let terminal = is_terminal(status);
+        let mut action_updates = Vec::with_capacity(touched.len());
+        for t in &touched {
+            let state = run.rollout.target_state(*t);
+            action_updates.push(ActionUpdate {
+                action_id: run.actions[*t as usize].clone(),
+                status: action_status(state).to_string(),
+                last_seq: None,
+                error: if matches!(
+                    state,
+                    TargetState::Failed | TargetState::RollbackFailed | TargetState::TimedOut
+                ) {
+                    Some(
+                        run.failures
+                            .get(t)
+                            .cloned()
+                            .unwrap_or_else(|| action_status(state).to_string()),
+                    )
+                } else {
+                    None
+                },
+                bump_attempt: bumped.contains(t),
+                at: now,
+            });
+        }
+        for d in &decisions {
+            action_events.push(NewActionEvent {
+                execution_id: run.id.clone(),
+                action_id: String::new(),
+                target_id: String::new(),
+                seq: run.last_seq,
+                kind: "decision".into(),
+                at: now,
+                detail: json!({ "message": d }),
+            });
+        }
+        let status_changed = status_str != run.status;
+        let batch = StepBatch {
+            fence: Some(LeaseFence { resource: execution_lease_resource(&run.id), owner: owner.clone() }),
+            execution_events: exec_events,
+            action_updates,
+            execution_update: (status_changed || terminal).then(|| ExecutionUpdate {
+                execution_id: run.id.clone(),
+                status: Some(status_str.to_string()),
+                state: Some(json!({ "progress": run.rollout.progress(), "failures": summary(&run.failures) })),
+                started_at: (run.status == "pending").then_some(now),
+                finished_at: terminal.then_some(now),
+                at: now,
+            }),
+            action_events,
+            ..Default::default()
+        };
+        match self.shared.store.commit_step(&batch).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict(why)) => {
+                // Someone else wrote to the log (an operator command took our
+                // sequence number, or another replica took the lease): rebuild
+                // from the store and let the agents' re-sends bring the reports again.
+                tracing::info!(
+                    execution = id,
+                    why,
+                    "event log moved; reloading the execution"
+                );
+                self.runs.remove(id);
+                self.last_claim = Instant::now() - Duration::from_secs(3600);
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        }
+        run.status = status_str;
+        for d in decisions {
+            tracing::info!(execution = id, "{d}");
+            let _ = self.shared.progress.send(ProgressEvent::Decision {
+                execution_id: id.to_string(),
+                message: d,
+            });
+        }
+        for (t, msg) in messages {
+            self.shared.send(&run.targets[t as usize], msg.clone());
+            run.unacked.insert(t, (msg, Instant::now()));
+        }
+        for (target, key) in acks {
+            self.shared.send(
+                &target,
+                ServerMessage::Ack {
+                    v: PROTOCOL_VERSION,
+                    key,
+                },
+            );
+        }
+        let counts = run.rollout.totals();
+        let _ = self.shared.progress.send(ProgressEvent::Execution {
+            execution_id: id.to_string(),
+            status: status_str.to_string(),
+            progress: serde_json::to_value(&counts).unwrap_or(Value::Null),
+        });
+        if terminal {
+            let plan_status = match status {
+                ExecutionStatus::Succeeded => "completed",
+                ExecutionStatus::Canceled => "canceled",
+                _ => "failed",
+            };
+            let plan_id = run.plan_id.clone();
+            let _ = self
+                .shared
+                .store
+                .transition_plan(&plan_id, &["executing"], plan_status)
+                .await;
+            let _ = self
+                .shared
+                .store
+                .release_lease(&execution_lease_resource(id), &owner)
+                .await;
+            self.runs.remove(id);
+        }
+        Ok(())
+    }
+
+    /// Sends again every command not acknowledged within `resend_ms`.
+    fn resend(&mut self) {
+        let every = Duration::from_millis(self.shared.settings.resend_ms);
+        let now = Instant::now();
+        for run in self.runs.values_mut() {
+            for (t, (msg, sent)) in run.unacked.iter_mut() {
+                if now.duration_since(*sent) >= every {
+                    *sent = now;
+                    self.shared.send(&run.targets[*t as usize], msg.clone());
+                }
+            }
+        }
+    }
+}
+
+fn summary(failures: &HashMap<u32, String>) -> Value {
+    let mut reasons: HashMap<&str, u32> = HashMap::new();
+    for r in failures.values() {
+        *reasons.entry(r.as_str()).or_default() += 1;
+    }
+    json!(reasons)
+}
+
+fn command(run: &Run, target: u32, attempt: u32, kind: CommandKind) -> ServerMessage {
+    ServerMessage::Command(Command {
+        v: PROTOCOL_VERSION,
+        execution: run.id.clone(),
+        action: run.actions[target as usize].clone(),
+        attempt,
+        kind,
+    })
+}
+
+/// The command a target in flight is waiting for, rebuilt after a restart.
+fn in_flight_command(run: &Run, t: u32) -> Option<ServerMessage> {
+    let attempt = u32::from(run.rollout.target_attempt(t));
+    match run.rollout.target_state(t) {
+        TargetState::Dispatched
+        | TargetState::Downloading
+        | TargetState::Installing
+        | TargetState::Verifying => Some(command(
+            run,
+            t,
+            attempt,
+            CommandKind::Install {
+                artifact: run.artifact.clone(),
+                stage_only: false,
+            },
+        )),
+        TargetState::RollingBack => Some(command(
+            run,
+            t,
+            attempt,
+            CommandKind::Rollback {
+                previous_version: run.previous.get(t as usize).cloned().flatten(),
+            },
+        )),
+        _ => None,
+    }
+}
+
+/// An engine input from a stored execution event (engine or operator).
+fn stored_event(kind: &str, payload: &Value, at_ms: i64) -> Option<(Event, i64)> {
+    match kind {
+        "engine" => {
+            let ev: Event = serde_json::from_value(payload.get("event")?.clone()).ok()?;
+            let now = payload.get("now").and_then(|v| v.as_i64()).unwrap_or(at_ms);
+            Some((ev, now))
+        }
+        "operator" => {
+            let cmd = payload.get("command")?.as_str()?;
+            let command = match cmd {
+                "pause" => OperatorCommand::Pause,
+                "resume" => OperatorCommand::Resume,
+                "cancel" => OperatorCommand::Cancel,
+                "rollback" => OperatorCommand::Rollback,
+                "promote" => OperatorCommand::Promote,
+                "retry_failed" | "retry" => OperatorCommand::RetryFailed,
+                _ => return None,
+            };
+            Some((Event::Operator { command }, at_ms))
+        }
+        _ => None,
+    }
+}
