@@ -1,0 +1,161 @@
+//! End to end with real agent processes, real slot directories, a real broker
+//! (embedded, and Mosquitto when CUTOVER_TEST_MQTT_URL is set) and a SQLite store.
+
+mod fleet_common;
+
+use cutover_core::engine::{Percent, RolloutSpec, Strategy, Threshold};
+use fleet_common::{Broker, Fleet, external_broker, firmware};
+use std::time::Duration;
+
+fn canary_spec() -> RolloutSpec {
+    let mut spec = RolloutSpec::new(Strategy::Canary {
+        steps: vec![Percent::whole(33).unwrap(), Percent::HUNDRED],
+        canary_percentage: None,
+        bake_ms: 300,
+    });
+    spec.min_finished_for_error_rate = 1;
+    spec.action_timeout_ms = 60_000;
+    spec
+}
+
+async fn canary_to_staging(broker: Broker) {
+    let mut fleet = Fleet::start(broker).await;
+    let art = fleet.upload(firmware(256 * 1024, 2), "2.0.0", None).await;
+    for id in ["dev-1", "dev-2", "dev-3"] {
+        let i = fleet.add_agent(id, "").await;
+        fleet.agents[i].spawn();
+    }
+    let exec = fleet
+        .execute(&art, "2.0.0", canary_spec(), &["dev-1", "dev-2", "dev-3"])
+        .await;
+    let status = fleet.finish(&exec, Duration::from_secs(60)).await;
+    assert_eq!(status, "succeeded");
+    for a in fleet.agents.iter_mut() {
+        a.kill();
+        let s = a.status();
+        assert_eq!(s["running_version"], "2.0.0", "{}: {s}", a.id);
+    }
+    let actions = fleet.store.list_actions(&exec).await.unwrap();
+    assert!(
+        actions.iter().all(|a| a.status == "succeeded"),
+        "{actions:?}"
+    );
+    // The inventory the agents reported is in the store.
+    let t = fleet.store.get_target("dev-2").await.unwrap();
+    assert_eq!(t.current_version.as_deref(), Some("2.0.0"));
+    // Each target was installed once: one succeeded report per action.
+    let events = fleet.store.list_action_events(&exec, None).await.unwrap();
+    for id in ["dev-1", "dev-2", "dev-3"] {
+        let n = events
+            .iter()
+            .filter(|e| e.target_id == id && e.kind == "succeeded")
+            .count();
+        assert_eq!(n, 1, "{id} succeeded {n} times");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_agents_take_a_canary_to_staging_embedded() {
+    canary_to_staging(Broker::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_agents_take_a_canary_to_staging_mosquitto() {
+    let Some(url) = external_broker() else { return };
+    canary_to_staging(Broker::External(url)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_signature_is_refused_by_every_device_and_the_execution_fails_with_the_reason() {
+    let mut fleet = Fleet::start(Broker::Embedded).await;
+    let stranger = cutover_server::fleet::artifacts::parse_secret(&"11".repeat(32)).unwrap();
+    let art = fleet
+        .upload(firmware(64 * 1024, 3), "2.0.0", Some(&stranger))
+        .await;
+    for id in ["bad-1", "bad-2", "bad-3"] {
+        let i = fleet.add_agent(id, "").await;
+        fleet.agents[i].spawn();
+    }
+    let mut spec = RolloutSpec::new(Strategy::Immediate);
+    spec.min_finished_for_error_rate = 3;
+    let exec = fleet
+        .execute(&art, "2.0.0", spec, &["bad-1", "bad-2", "bad-3"])
+        .await;
+    let status = fleet.finish(&exec, Duration::from_secs(60)).await;
+    assert_ne!(status, "succeeded");
+    // The execution carries the reason.
+    let row = fleet.store.get_execution(&exec).await.unwrap();
+    let failures = row.state["failures"].to_string();
+    assert!(
+        failures.contains("signature does not verify with any trusted key"),
+        "{failures}"
+    );
+    let actions = fleet.store.list_actions(&exec).await.unwrap();
+    assert!(
+        actions.iter().all(|a| a.status != "succeeded"),
+        "{actions:?}"
+    );
+    let events = fleet.store.list_action_events(&exec, None).await.unwrap();
+    for id in ["bad-1", "bad-2", "bad-3"] {
+        let failed = events
+            .iter()
+            .find(|e| e.target_id == id && e.kind == "failed")
+            .unwrap_or_else(|| panic!("{id} reported no failure: {events:?}"));
+        let reason = failed.detail["reason"].as_str().unwrap_or_default();
+        assert!(
+            reason.contains("signature does not verify"),
+            "{id}: {reason}"
+        );
+    }
+    for a in fleet.agents.iter_mut() {
+        a.kill();
+        let s = a.status();
+        assert_eq!(s["running_version"], "1.0.0", "{}: {s}", a.id);
+        assert_eq!(
+            s["slots"][1]["version"],
+            serde_json::Value::Null,
+            "the inactive slot was never written"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_percent_failing_health_trips_automatic_rollback_and_all_end_on_the_old_version() {
+    let mut fleet = Fleet::start(Broker::Embedded).await;
+    let art = fleet.upload(firmware(64 * 1024, 4), "2.0.0", None).await;
+    let ids = ["h-1", "h-2", "h-3", "h-4", "h-5"];
+    for id in ids {
+        // One device in five never confirms its new slot.
+        let extra = if id == "h-3" {
+            "health_command: \"exit 1\"\n"
+        } else {
+            ""
+        };
+        let i = fleet.add_agent(id, extra).await;
+        fleet.agents[i].spawn();
+    }
+    let mut spec = RolloutSpec::new(Strategy::Immediate);
+    spec.error_threshold = Threshold::percent(10);
+    spec.min_finished_for_error_rate = 5;
+    spec.auto_rollback = true;
+    let exec = fleet.execute(&art, "2.0.0", spec, &ids).await;
+    let status = fleet.finish(&exec, Duration::from_secs(60)).await;
+    assert_eq!(status, "rolled_back");
+    let events = fleet.store.list_action_events(&exec, None).await.unwrap();
+    let failed = events
+        .iter()
+        .find(|e| e.target_id == "h-3" && e.kind == "failed")
+        .expect("h-3 failed");
+    assert!(
+        failed.detail["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not confirmed after 2 boots"),
+        "{failed:?}"
+    );
+    for a in fleet.agents.iter_mut() {
+        a.kill();
+        let s = a.status();
+        assert_eq!(s["running_version"], "1.0.0", "{}: {s}", a.id);
+    }
+}
