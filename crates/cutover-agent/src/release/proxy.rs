@@ -12,11 +12,10 @@
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::SendRequest;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -24,7 +23,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
@@ -111,7 +110,6 @@ pub struct ProxyStats {
 
 struct Shared {
     current: RwLock<Option<Arc<Upstream>>>,
-    client: Client<HttpConnector, ProxyBody>,
     stats: ProxyStats,
 }
 
@@ -133,15 +131,8 @@ impl Proxy {
     pub async fn bind(listen: &str) -> std::io::Result<Self> {
         let listener = TcpListener::bind(listen).await?;
         let local_addr = listener.local_addr()?;
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(256)
-            .build(connector);
         let shared = Arc::new(Shared {
             current: RwLock::new(None),
-            client,
             stats: ProxyStats::default(),
         });
         let accept = tokio::spawn(accept_loop(listener, shared.clone()));
@@ -188,9 +179,14 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         tokio::spawn(async move {
+            let link: Link = Arc::default();
+            let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
+                .expect("an IP address is a valid header");
             let service = hyper::service::service_fn(move |request| {
                 let shared = shared.clone();
-                async move { Ok::<_, Infallible>(forward(request, &shared, peer).await) }
+                let link = link.clone();
+                let peer_ip = peer_ip.clone();
+                async move { Ok::<_, Infallible>(forward(request, &shared, &link, peer, peer_ip).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
@@ -228,14 +224,36 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// How often a request with no body is retried when the upstream refuses the
-/// connection (a release that just stopped, or restarted).
-const CONNECT_RETRIES: u32 = 3;
+/// How often a request is retried when the upstream cannot take it: on a
+/// refused connection (a release that just stopped or restarted) any request
+/// without a body; on a connection lost mid-request only idempotent ones.
+const RETRIES: u32 = 3;
+
+/// The upstream connection of one client connection. HTTP/1 serves a
+/// connection's requests one after another, so each client connection gets
+/// its own upstream connection: no pool to contend on. It is reused while the
+/// proxy points at the same release and replaced at the first request after
+/// a switch.
+type Link = Arc<tokio::sync::Mutex<Option<(Arc<Upstream>, SendRequest<ProxyBody>)>>>;
+
+async fn connect(port: u16) -> Result<SendRequest<ProxyBody>, String> {
+    let stream = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| format!("cannot connect to port {port}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("handshake with port {port} failed: {e}"))?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
 
 async fn forward(
     request: Request<Incoming>,
     shared: &Shared,
+    link: &Link,
     peer: SocketAddr,
+    peer_ip: HeaderValue,
 ) -> Response<ProxyBody> {
     shared.stats.requests.fetch_add(1, Ordering::Relaxed);
     let (mut parts, body) = request.into_parts();
@@ -245,45 +263,78 @@ async fn forward(
         .get("x-forwarded-for")
         .and_then(|v| v.to_str().ok())
     {
-        Some(before) => format!("{before}, {}", peer.ip()),
-        None => peer.ip().to_string(),
+        Some(before) => HeaderValue::from_str(&format!("{before}, {}", peer.ip())).ok(),
+        None => Some(peer_ip),
     };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+    if let Some(value) = forwarded_for {
         parts.headers.insert("x-forwarded-for", value);
     }
     parts
         .headers
         .entry("x-forwarded-proto")
         .or_insert(HeaderValue::from_static("http"));
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".to_string());
-    let retryable = body.is_end_stream();
+    // Origin form: the upstream gets the path, the client's Host header stays.
+    let uri: hyper::Uri = match parts.uri.path_and_query() {
+        Some(pq) if parts.uri.authority().is_some() => hyper::Uri::from(pq.clone()),
+        Some(_) => parts.uri.clone(),
+        None => hyper::Uri::from_static("/"),
+    };
+    let bodyless = body.is_end_stream();
+    let idempotent = matches!(
+        parts.method,
+        hyper::Method::GET | hyper::Method::HEAD | hyper::Method::OPTIONS
+    );
     let mut body = Some(body.boxed());
+    let mut link = link.lock().await;
     let mut attempt = 0;
     loop {
         let Some(upstream) = shared.current.read().expect("proxy lock").clone() else {
             shared.stats.errors.fetch_add(1, Ordering::Relaxed);
             return plain(StatusCode::SERVICE_UNAVAILABLE, "no release is serving\n");
         };
+        let reuse = matches!(&*link, Some((u, s)) if Arc::ptr_eq(u, &upstream) && !s.is_closed());
+        if !reuse {
+            *link = None;
+            match connect(upstream.port).await {
+                Ok(sender) => *link = Some((upstream.clone(), sender)),
+                Err(error) => {
+                    if bodyless && attempt < RETRIES {
+                        attempt += 1;
+                        tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+                        continue;
+                    }
+                    shared.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%error, release = %upstream.release, "upstream connection failed");
+                    return plain(StatusCode::BAD_GATEWAY, "the release did not answer\n");
+                }
+            }
+        }
+        let sender = &mut link.as_mut().expect("connected above").1;
+        if sender.ready().await.is_err() {
+            *link = None;
+            if bodyless && attempt < RETRIES {
+                attempt += 1;
+                continue;
+            }
+            shared.stats.errors.fetch_add(1, Ordering::Relaxed);
+            return plain(
+                StatusCode::BAD_GATEWAY,
+                "the release closed the connection\n",
+            );
+        }
         let guard = InFlight::new(upstream.clone());
-        let uri = match format!("http://127.0.0.1:{}{}", upstream.port, path).parse() {
-            Ok(uri) => uri,
-            Err(_) => return plain(StatusCode::BAD_REQUEST, "bad request path\n"),
+        let mut outgoing = Request::new(
+            body.take()
+                .unwrap_or_else(|| Empty::new().map_err(|never| match never {}).boxed()),
+        );
+        *outgoing.method_mut() = parts.method.clone();
+        *outgoing.uri_mut() = uri.clone();
+        *outgoing.headers_mut() = if bodyless {
+            parts.headers.clone()
+        } else {
+            std::mem::take(&mut parts.headers)
         };
-        let mut outgoing = Request::builder()
-            .method(parts.method.clone())
-            .uri::<hyper::Uri>(uri)
-            .version(hyper::Version::HTTP_11)
-            .body(
-                body.take()
-                    .unwrap_or_else(|| Empty::new().map_err(|never| match never {}).boxed()),
-            )
-            .expect("request parts are valid");
-        *outgoing.headers_mut() = parts.headers.clone();
-        match shared.client.request(outgoing).await {
+        match sender.send_request(outgoing).await {
             Ok(response) => {
                 let (mut head, inner) = response.into_parts();
                 strip_hop_by_hop(&mut head.headers);
@@ -295,9 +346,9 @@ async fn forward(
             }
             Err(error) => {
                 drop(guard);
-                if retryable && error.is_connect() && attempt < CONNECT_RETRIES {
+                *link = None;
+                if bodyless && idempotent && attempt < RETRIES {
                     attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
                     continue;
                 }
                 shared.stats.errors.fetch_add(1, Ordering::Relaxed);

@@ -8,15 +8,21 @@ use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 /// Serves `root` on `listener` until the returned task is aborted.
 pub fn serve(listener: TcpListener, root: PathBuf) -> JoinHandle<()> {
-    let root = Arc::new(root);
+    let canonical = std::fs::canonicalize(&root).unwrap_or_else(|_| root.clone());
+    let root = Arc::new(Site {
+        root,
+        canonical,
+        cache: Mutex::new(HashMap::new()),
+    });
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -36,13 +42,31 @@ pub fn serve(listener: TcpListener, root: PathBuf) -> JoinHandle<()> {
     })
 }
 
-async fn respond(request: &Request<Incoming>, root: &Path) -> Response<ProxyBody> {
+/// A release's files. A release directory never changes after its export,
+/// so small files are kept in memory after the first read; files reached
+/// through links out of the release (shared uploads) are always read afresh.
+struct Site {
+    root: PathBuf,
+    canonical: PathBuf,
+    cache: Mutex<HashMap<String, (Bytes, &'static str)>>,
+}
+
+const CACHE_FILE_MAX: usize = 256 * 1024;
+const CACHE_ENTRIES_MAX: usize = 4096;
+
+async fn respond(request: &Request<Incoming>, site: &Site) -> Response<ProxyBody> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
     }
-    let Some(relative) = decode_path(request.uri().path()) else {
+    let key = request.uri().path();
+    let cached = site.cache.lock().expect("cache lock").get(key).cloned();
+    if let Some((data, content_type)) = cached {
+        return file_response(request, data, content_type);
+    }
+    let Some(relative) = decode_path(key) else {
         return plain(StatusCode::BAD_REQUEST, "bad path\n");
     };
+    let root = &site.root;
     let mut path = root.join(&relative);
     if tokio::fs::metadata(&path)
         .await
@@ -56,17 +80,37 @@ async fn respond(request: &Request<Incoming>, root: &Path) -> Response<ProxyBody
         Ok(data) => data,
         Err(_) => return plain(StatusCode::NOT_FOUND, "not found\n"),
     };
+    let data = Bytes::from(data);
+    let content_type = content_type(&path);
+    if data.len() <= CACHE_FILE_MAX
+        && tokio::fs::canonicalize(&path)
+            .await
+            .is_ok_and(|real| real.starts_with(&site.canonical))
+    {
+        let mut cache = site.cache.lock().expect("cache lock");
+        if cache.len() < CACHE_ENTRIES_MAX {
+            cache.insert(key.to_string(), (data.clone(), content_type));
+        }
+    }
+    file_response(request, data, content_type)
+}
+
+fn file_response(
+    request: &Request<Incoming>,
+    data: Bytes,
+    content_type: &'static str,
+) -> Response<ProxyBody> {
     let length = data.len();
     let body = if request.method() == Method::HEAD {
         Bytes::new()
     } else {
-        Bytes::from(data)
+        data
     };
     let mut response = Response::new(Full::new(body).map_err(|never| match never {}).boxed());
     let headers = response.headers_mut();
     headers.insert(
         hyper::header::CONTENT_TYPE,
-        HeaderValue::from_static(content_type(&path)),
+        HeaderValue::from_static(content_type),
     );
     if request.method() == Method::HEAD {
         headers.insert(hyper::header::CONTENT_LENGTH, HeaderValue::from(length));
