@@ -12,6 +12,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub const CREDENTIAL_PREFIX: &str = "credential-of-";
+/// The replica name of the fixture's orchestrator (a restarted server keeps it).
+pub const OWNER: &str = "replica-test";
 
 /// The agent binary, built once per test run.
 pub fn agent_bin() -> PathBuf {
@@ -155,6 +157,7 @@ impl Fleet {
                 Broker::Embedded => None,
                 Broker::External(u) => Some(u.clone()),
             },
+            owner: OWNER.into(),
             resend_ms: 1000,
             claim_interval_ms: 200,
             ..Default::default()

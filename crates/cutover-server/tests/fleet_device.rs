@@ -1,0 +1,221 @@
+//! Device-level stories against the real fleet plane: resumed downloads, an
+//! agent killed mid-write, a server restarted mid-rollout, and a status
+//! forged for another target.
+
+mod fleet_common;
+
+use cutover_agent::device::http::HttpClient;
+use cutover_agent::device::mac;
+use cutover_core::engine::{RolloutSpec, Strategy, Threshold};
+use cutover_core::protocol::{AgentMessage, Channel, PROTOCOL_VERSION, Stage, StatusReport, topic};
+use cutover_server::fleet::{FleetPlane, FleetSettings};
+use fleet_common::{Broker, CREDENTIAL_PREFIX, Fleet, firmware, slot_len, wait_for};
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_download_resumes_with_a_range_request() {
+    let fleet = Fleet::start(Broker::Embedded).await;
+    let bytes = firmware(300_000, 9);
+    let art = fleet.upload(bytes.clone(), "3.0.0", None).await;
+    let dest = fleet.dir.path().join("partial.bin");
+    std::fs::write(&dest, &bytes[..123_456]).unwrap();
+    let url = format!("{}/api/artifacts/{art}/download", fleet.http_url);
+    let from = HttpClient::default()
+        .download_resume(&url, &dest, bytes.len() as u64, &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        from, 123_456,
+        "the download went on from the bytes already there"
+    );
+    assert_eq!(std::fs::read(&dest).unwrap(), bytes);
+    // A whole file is not fetched again; a file longer than the artifact starts over.
+    assert_eq!(
+        HttpClient::default()
+            .download_resume(&url, &dest, bytes.len() as u64, &[])
+            .await
+            .unwrap(),
+        bytes.len() as u64
+    );
+    std::fs::write(&dest, vec![0u8; 400_000]).unwrap();
+    assert_eq!(
+        HttpClient::default()
+            .download_resume(&url, &dest, bytes.len() as u64, &[])
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(std::fs::read(&dest).unwrap(), bytes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_killed_while_writing_its_slot_still_boots_the_old_slot_and_finishes_after_restart()
+ {
+    let mut fleet = Fleet::start(Broker::Embedded).await;
+    let size = 1_000_000;
+    let art = fleet.upload(firmware(size, 5), "2.0.0", None).await;
+    // Slow flash: the write takes about four seconds.
+    let i = fleet
+        .add_agent("slow-1", "slot_write_bytes_per_s: 250000\n")
+        .await;
+    fleet.agents[i].spawn();
+    let exec = fleet
+        .execute(
+            &art,
+            "2.0.0",
+            RolloutSpec::new(Strategy::Immediate),
+            &["slow-1"],
+        )
+        .await;
+    let slot_dir = fleet.agents[i].slot_dir.clone();
+    wait_for("the slot write to start", Duration::from_secs(30), || {
+        let n = slot_len(&slot_dir, "slot-b.img");
+        n > 0 && n < size as u64
+    });
+    fleet.agents[i].kill();
+    let written = slot_len(&slot_dir, "slot-b.img");
+    assert!(written < size as u64, "killed mid-write ({written} bytes)");
+    let s = fleet.agents[i].status();
+    assert_eq!(s["running_version"], "1.0.0", "{s}");
+    assert_eq!(
+        s["slots"][1]["version"],
+        serde_json::Value::Null,
+        "the half-written slot is not bootable: {s}"
+    );
+    // Restarted, the agent finishes the job it had accepted.
+    fleet.agents[i].spawn();
+    assert_eq!(
+        fleet.finish(&exec, Duration::from_secs(60)).await,
+        "succeeded"
+    );
+    fleet.agents[i].kill();
+    assert_eq!(fleet.agents[i].status()["running_version"], "2.0.0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restarted_mid_rollout_finishes_with_no_device_updated_twice() {
+    let mut fleet = Fleet::start(Broker::Embedded).await;
+    let art = fleet.upload(firmware(500_000, 6), "2.0.0", None).await;
+    let ids = ["r-1", "r-2", "r-3"];
+    for id in ids {
+        let i = fleet
+            .add_agent(id, "slot_write_bytes_per_s: 500000\n")
+            .await;
+        fleet.agents[i].spawn();
+    }
+    let mut spec = RolloutSpec::new(Strategy::Rolling {
+        batch_size: Threshold::Count(1),
+    });
+    spec.min_finished_for_error_rate = 1;
+    let exec = fleet.execute(&art, "2.0.0", spec, &ids).await;
+    // Wait for the first device, then stop the orchestrator.
+    let first = fleet.agents[0].slot_dir.clone();
+    wait_for(
+        "the first device to be updated",
+        Duration::from_secs(30),
+        || {
+            std::fs::read_to_string(first.join("boot.json"))
+                .is_ok_and(|b| b.contains("2.0.0") && b.contains("\"pending\": null"))
+        },
+    );
+    fleet.stop.send(true).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mid = fleet.store.get_execution(&exec).await.unwrap();
+    assert_eq!(mid.status, "running");
+    // A new orchestrator with the same replica name, on the same store and broker.
+    let (_stop2, stop_rx) = tokio::sync::watch::channel(false);
+    let settings = FleetSettings {
+        artifact_dir: fleet.dir.path().join("artifacts"),
+        mqtt_url: Some(fleet.plane.broker_url().to_string()),
+        owner: fleet_common::OWNER.to_string(),
+        resend_ms: 1000,
+        claim_interval_ms: 200,
+        ..Default::default()
+    };
+    let plane2 = FleetPlane::start(settings, fleet.store.clone(), stop_rx)
+        .await
+        .unwrap();
+    plane2.wake(&exec);
+    assert_eq!(
+        fleet.finish(&exec, Duration::from_secs(60)).await,
+        "succeeded"
+    );
+    for a in fleet.agents.iter_mut() {
+        a.kill();
+        let s = a.status();
+        assert_eq!(s["running_version"], "2.0.0", "{}: {s}", a.id);
+        // Installed once: the factory image is still in slot a, the new one in b.
+        assert_eq!(s["slots"][0]["version"], "1.0.0", "{}: {s}", a.id);
+        assert_eq!(s["slots"][1]["version"], "2.0.0", "{}: {s}", a.id);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_published_for_another_target_is_refused_and_audited() {
+    let mut fleet = Fleet::start(Broker::Embedded).await;
+    fleet.add_agent("victim", "").await;
+    fleet.add_agent("intruder", "").await;
+    let intruder_key = mac::target_key(&format!("{CREDENTIAL_PREFIX}intruder-0123456789"));
+    let mut report = StatusReport {
+        v: PROTOCOL_VERSION,
+        target: "victim".into(),
+        execution: "exec_x".into(),
+        action: "act_x".into(),
+        attempt: 1,
+        stage: Stage::Succeeded,
+        failed_step: None,
+        reason: String::new(),
+        running_version: "6.6.6".into(),
+        health: None,
+        elapsed_ms: 0,
+        mac: String::new(),
+    };
+    report.mac = mac::mac_hex(&intruder_key, report.mac_input().as_bytes());
+    let payload = serde_json::to_vec(&AgentMessage::Status(report)).unwrap();
+    let settings =
+        cutover_agent::device::mqtt::MqttSettings::new(fleet.plane.broker_url(), "intruder-client");
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(settings.options().unwrap(), 10);
+    let poll = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+    client
+        .publish(
+            topic("victim", Channel::Status),
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            payload,
+        )
+        .await
+        .unwrap();
+    let mut refused = Vec::new();
+    for _ in 0..100 {
+        refused = fleet
+            .store
+            .list_audit(&cutover_store::AuditFilter {
+                action: Some("agent.message.refused".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        if !refused.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    poll.abort();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].subject, "victim");
+    assert_eq!(refused[0].result, "denied");
+    assert!(
+        refused[0]
+            .details
+            .to_string()
+            .contains("bad message authentication code"),
+        "{:?}",
+        refused[0].details
+    );
+    let victim = fleet.store.get_target("victim").await.unwrap();
+    assert_eq!(
+        victim.current_version.as_deref(),
+        Some("1.0.0"),
+        "the forged report changed nothing"
+    );
+}
