@@ -10,7 +10,18 @@ use serde_json::{Value, json};
 
 #[tokio::test]
 async fn seed_curl_examples_work_as_written() {
-    let server = spawn().await;
+    seed_flow(spawn().await).await;
+}
+
+#[tokio::test]
+async fn seed_curl_examples_on_postgres() {
+    match spawn_postgres().await {
+        Some(server) => seed_flow(server).await,
+        None => eprintln!("skipping: CUTOVER_TEST_DATABASE_URL is not set"),
+    }
+}
+
+async fn seed_flow(server: TestServer) {
     seed_fleet(server.store(), 20).await;
 
     // curl -H "X-API-Key: your-api-key" http://localhost:5001/api/environments

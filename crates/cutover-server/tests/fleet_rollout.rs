@@ -159,3 +159,35 @@ async fn twenty_percent_failing_health_trips_automatic_rollback_and_all_end_on_t
         assert_eq!(s["running_version"], "1.0.0", "{}: {s}", a.id);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_polling_over_http_take_the_update_with_the_same_protocol() {
+    let mut fleet = Fleet::start(Broker::Embedded).await;
+    let art = fleet.upload(firmware(100_000, 7), "2.1.0", None).await;
+    let i = fleet.add_agent_with("poll-1", "", false).await;
+    let j = fleet.add_agent("mqtt-1", "").await;
+    fleet.agents[i].spawn();
+    fleet.agents[j].spawn();
+    let exec = fleet
+        .execute(
+            &art,
+            "2.1.0",
+            RolloutSpec::new(Strategy::Immediate),
+            &["poll-1", "mqtt-1"],
+        )
+        .await;
+    assert_eq!(
+        fleet.finish(&exec, Duration::from_secs(60)).await,
+        "succeeded"
+    );
+    for a in fleet.agents.iter_mut() {
+        a.kill();
+        assert_eq!(a.status()["running_version"], "2.1.0", "{}", a.id);
+    }
+    let t = fleet.store.get_target("poll-1").await.unwrap();
+    assert_eq!(
+        t.inventory["agent_version"],
+        env!("CARGO_PKG_VERSION"),
+        "the polling agent sent its inventory: {t:?}"
+    );
+}

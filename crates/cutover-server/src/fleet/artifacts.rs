@@ -114,7 +114,7 @@ pub fn artifact_ref(row: &cutover_store::ArtifactRow) -> ArtifactRef {
         size: row.size_bytes.max(0) as u64,
         signature: row.signature.clone().unwrap_or_default(),
         key_id: row.signing_key_id.clone().unwrap_or_default(),
-        url: format!("/api/artifacts/{}/download", row.id),
+        url: format!("/api/agent/v1/artifacts/{}/download", row.id),
         hardware: row.compatible_hardware.clone(),
     }
 }

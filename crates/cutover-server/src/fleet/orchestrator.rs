@@ -563,13 +563,18 @@ impl Orchestrator {
                     s.stage,
                     Stage::Succeeded | Stage::RolledBack | Stage::Failed
                 ) {
-                    let _ = self
-                        .shared
-                        .store
+                    // The version it really runs now; the rest of the inventory stays.
+                    let store = &self.shared.store;
+                    let inventory = store
+                        .get_target(&s.target)
+                        .await
+                        .map(|t| t.inventory)
+                        .unwrap_or(Value::Null);
+                    let _ = store
                         .update_target_inventory(
                             &s.target,
                             &s.running_version,
-                            &json!({}),
+                            &inventory,
                             Utc::now(),
                         )
                         .await;
@@ -607,9 +612,7 @@ impl Orchestrator {
         } = p;
         let mut exec_events = Vec::with_capacity(events.len());
         for (ev, now, extra) in events {
-            let before = out.len();
             run.rollout.step_into(ev.clone(), now, &mut out);
-            let _ = before;
             run.last_seq += 1;
             let mut payload = json!({ "type": "engine", "event": ev, "now": now });
             if let (Some(obj), Value::Object(extra)) = (payload.as_object_mut(), extra) {
@@ -814,7 +817,7 @@ impl Orchestrator {
         let _ = self.shared.progress.send(ProgressEvent::Execution {
             execution_id: id.to_string(),
             status: status_str.to_string(),
-            progress: serde_json::to_value(&counts).unwrap_or(Value::Null),
+            progress: serde_json::to_value(counts).unwrap_or(Value::Null),
         });
         if terminal {
             let plan_status = match status {

@@ -20,6 +20,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> axum::Router {
         .route("/api/artifacts/upload", post(upload))
         .route("/api/artifacts/{id}/download", get(download))
         .route("/api/agent/v1/targets/{id}/exchange", post(exchange))
+        .route("/api/agent/v1/artifacts/{id}/download", get(agent_download))
         .with_state(shared)
 }
 
@@ -99,6 +100,55 @@ async fn upload(
         Ok(row) => (StatusCode::CREATED, Json(row)).into_response(),
         Err(e) if e.is_conflict() => problem(StatusCode::CONFLICT, e.to_string()),
         Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// The agents' download: authenticated by the target's own credential
+/// (`X-Cutover-Target` and `Authorization: Bearer`), not by an API key.
+async fn agent_download(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let target = headers
+        .get("x-cutover-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    if let Err(resp) = check_target(&s, &target, &headers).await {
+        return resp;
+    }
+    download(State(s), Path(id), headers).await
+}
+
+/// Checks `Authorization: Bearer CREDENTIAL` against the target's stored key.
+async fn check_target(s: &Shared, target: &str, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(credential) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return Err(problem(
+            StatusCode::UNAUTHORIZED,
+            "a target credential is needed (Authorization: Bearer)",
+        ));
+    };
+    let expected = match s.store.get_target(target).await {
+        Ok(row) => row.credential_hash,
+        Err(_) => None,
+    };
+    let given = cutover_agent::device::mac::target_key_hex(credential);
+    let ok = expected.is_some_and(|e| {
+        use subtle::ConstantTimeEq;
+        e.as_bytes().ct_eq(given.as_bytes()).into()
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(problem(
+            StatusCode::UNAUTHORIZED,
+            format!("bad credential for target {target:?}"),
+        ))
     }
 }
 
@@ -195,30 +245,8 @@ async fn exchange(
     headers: HeaderMap,
     Json(messages): Json<Vec<AgentMessage>>,
 ) -> Response {
-    let Some(credential) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return problem(
-            StatusCode::UNAUTHORIZED,
-            "a target credential is needed (Authorization: Bearer)",
-        );
-    };
-    let expected = match s.store.get_target(&id).await {
-        Ok(row) => row.credential_hash,
-        Err(_) => None,
-    };
-    let given = cutover_agent::device::mac::target_key_hex(credential);
-    let ok = expected.is_some_and(|e| {
-        use subtle::ConstantTimeEq;
-        e.as_bytes().ct_eq(given.as_bytes()).into()
-    });
-    if !ok {
-        return problem(
-            StatusCode::UNAUTHORIZED,
-            format!("bad credential for target {id}"),
-        );
+    if let Err(resp) = check_target(&s, &id, &headers).await {
+        return resp;
     }
     s.http_targets
         .lock()

@@ -70,10 +70,20 @@ pub async fn spawn() -> TestServer {
 }
 
 pub async fn spawn_with(change: impl FnOnce(&mut ServerSettings)) -> TestServer {
+    spawn_on(TestDb::sqlite().await, change).await
+}
+
+/// A server over PostgreSQL (`CUTOVER_TEST_DATABASE_URL`); `None` when it is not set and CI
+/// is not (the store's test kit fails the test when CI=true).
+pub async fn spawn_postgres() -> Option<TestServer> {
+    let db = TestDb::postgres().await?;
+    Some(spawn_on(db, |_| {}).await)
+}
+
+pub async fn spawn_on(db: TestDb, change: impl FnOnce(&mut ServerSettings)) -> TestServer {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut settings = test_settings();
     change(&mut settings);
-    let db = TestDb::sqlite().await;
     let mut keys = HashMap::new();
     for role in Role::ALL {
         let (_, key) = create_key(&db.store, SECRET, &format!("{role}-key"), role, None, None)

@@ -221,6 +221,11 @@ impl Fleet {
 
     /// Enrolls a target and writes its agent config; `extra` is appended YAML.
     pub async fn add_agent(&mut self, id: &str, extra: &str) -> usize {
+        self.add_agent_with(id, extra, true).await
+    }
+
+    /// Like `add_agent`; without `mqtt` the agent polls over HTTP.
+    pub async fn add_agent_with(&mut self, id: &str, extra: &str, mqtt: bool) -> usize {
         let credential = format!("{CREDENTIAL_PREFIX}{id}-0123456789");
         enroll_target(
             &self.store,
@@ -241,9 +246,13 @@ impl Fleet {
         let config = self.dir.path().join(format!("{id}.yaml"));
         let text = format!(
             "target_id: {id}\nenvironment: staging\nhardware_model: board-x\ncredential: {credential}\n\
-             mqtt_url: {}\nserver_url: {}\nslot_dir: {}\npublic_keys: [\"{}\"]\nfactory_version: 1.0.0\n\
+             {}server_url: {}\nslot_dir: {}\npublic_keys: [\"{}\"]\nfactory_version: 1.0.0\n\
              resend_ms: 500\nmax_boot_tries: 2\n{extra}",
-            self.plane.broker_url(),
+            if mqtt {
+                format!("mqtt_url: {}\n", self.plane.broker_url())
+            } else {
+                "poll_interval_ms: 200\n".to_string()
+            },
             self.http_url,
             slot_dir.display(),
             self.public_hex
