@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 pub(crate) fn router(shared: Arc<Shared>) -> axum::Router {
     axum::Router::new()
+        .route("/api/artifacts", get(list))
         .route("/api/artifacts/upload", post(upload))
         .route("/api/artifacts/{id}/download", get(download))
         .route("/api/agent/v1/targets/{id}/exchange", post(exchange))
@@ -32,6 +33,14 @@ fn problem(status: StatusCode, detail: impl Into<String>) -> Response {
         body.to_string(),
     )
         .into_response()
+}
+
+/// Every artifact, newest first as the store returns them.
+async fn list(State(s): State<Arc<Shared>>) -> Response {
+    match s.store.list_artifacts().await {
+        Ok(rows) => Json(serde_json::json!({ "artifacts": rows })).into_response(),
+        Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
 }
 
 #[derive(Debug, Deserialize)]
