@@ -97,11 +97,14 @@ pub struct SimMetrics {
     pub error_rate: f64,
 }
 
+/// Final reports seen: (succeeded, boot times in ms, failed, rolled back).
+type Tally = Arc<Mutex<(u64, Vec<u64>, u64, u64)>>;
+
 /// A running simulated fleet.
 pub struct SimFleet {
     pub agents: Vec<Arc<Agent<SimDevice>>>,
     stop: tokio::sync::watch::Sender<bool>,
-    stats: Arc<Mutex<(u64, Vec<u64>, u64, u64)>>,
+    stats: Tally,
     sent: Arc<std::sync::atomic::AtomicU64>,
     tasks: Vec<tokio::task::JoinHandle<Result<(), String>>>,
 }
@@ -138,7 +141,7 @@ impl SimFleet {
             fail_stage: args.fail_stage.into(),
         });
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let stats = Arc::new(Mutex::new((0u64, Vec::new(), 0u64, 0u64)));
+        let stats: Tally = Arc::new(Mutex::new((0u64, Vec::new(), 0u64, 0u64)));
         let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let conns = args.connections.max(1);
         let mut agents = Vec::with_capacity(args.devices as usize);
