@@ -126,6 +126,8 @@ pub struct AgentStats {
     pub commands: u64,
     pub duplicates: u64,
     pub resent: u64,
+    /// Messages from the server (commands, acknowledgements).
+    pub received: u64,
 }
 
 struct Pending {
@@ -140,6 +142,9 @@ struct Inner {
     seen: HashMap<(String, String), u32>,
     job: Option<(MessageKey, tokio::task::JoinHandle<()>)>,
     stats: AgentStats,
+    /// When the first rollback command of each execution arrived (for
+    /// measuring the server's abort reaction).
+    first_rollback: HashMap<String, Instant>,
 }
 
 /// The state machine of one target.
@@ -179,6 +184,7 @@ impl<D: Device> Agent<D> {
                 seen: HashMap::new(),
                 job: None,
                 stats: AgentStats::default(),
+                first_rollback: HashMap::new(),
             }),
         })
     }
@@ -315,8 +321,19 @@ impl<D: Device> Agent<D> {
         self.inner.lock().expect("agent lock").job = Some((key, handle));
     }
 
+    /// When the first rollback command of `execution` arrived here.
+    pub fn first_rollback(&self, execution: &str) -> Option<Instant> {
+        self.inner
+            .lock()
+            .expect("agent lock")
+            .first_rollback
+            .get(execution)
+            .copied()
+    }
+
     /// Handles one message from the server.
     pub fn handle(self: &Arc<Self>, msg: ServerMessage) {
+        self.inner.lock().expect("agent lock").stats.received += 1;
         match msg {
             ServerMessage::Ack { key, .. } | ServerMessage::Nack { key, .. } => {
                 let removed = self.inner.lock().expect("agent lock").unacked.remove(&key);
@@ -358,6 +375,12 @@ impl<D: Device> Agent<D> {
         );
         let mut inner = self.inner.lock().expect("agent lock");
         inner.stats.commands += 1;
+        if matches!(cmd.kind, CommandKind::Rollback { .. }) {
+            inner
+                .first_rollback
+                .entry(cmd.execution.clone())
+                .or_insert_with(Instant::now);
+        }
         let slot = (cmd.execution.clone(), cmd.action.clone());
         if inner.seen.get(&slot).is_some_and(|a| *a >= cmd.attempt) {
             inner.stats.duplicates += 1;

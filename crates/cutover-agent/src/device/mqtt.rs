@@ -6,6 +6,8 @@
 
 use super::agent::{Agent, Device, Outgoing};
 use cutover_core::protocol::{Channel, ServerMessage, parse_topic, topic};
+/// The MQTT client crate, for callers that measure the broker itself.
+pub use rumqttc;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, SubscribeFilter, Transport};
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -91,14 +91,25 @@ pub struct SimMetrics {
     pub failed: u64,
     pub rolled_back: u64,
     pub messages_sent: u64,
+    pub messages_received: u64,
     pub resent: u64,
     pub boot_ms_p50: u64,
     pub boot_ms_p99: u64,
     pub error_rate: f64,
 }
 
-/// Final reports seen: (succeeded, boot times in ms, failed, rolled back).
-type Tally = Arc<Mutex<(u64, Vec<u64>, u64, u64)>>;
+/// Final reports the devices sent.
+#[derive(Default)]
+struct Counts {
+    succeeded: u64,
+    boot_ms: Vec<u64>,
+    failed: u64,
+    rolled_back: u64,
+    /// When the first failure report of each execution left a device.
+    first_failed: HashMap<String, Instant>,
+}
+
+type Tally = Arc<Mutex<Counts>>;
 
 /// A running simulated fleet.
 pub struct SimFleet {
@@ -141,7 +152,7 @@ impl SimFleet {
             fail_stage: args.fail_stage.into(),
         });
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let stats: Tally = Arc::new(Mutex::new((0u64, Vec::new(), 0u64, 0u64)));
+        let stats: Tally = Arc::new(Mutex::new(Counts::default()));
         let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let conns = args.connections.max(1);
         let mut agents = Vec::with_capacity(args.devices as usize);
@@ -178,11 +189,16 @@ impl SimFleet {
                         let mut g = st.lock().expect("stats");
                         match s.stage {
                             Stage::Succeeded => {
-                                g.0 += 1;
-                                g.1.push(s.elapsed_ms);
+                                g.succeeded += 1;
+                                g.boot_ms.push(s.elapsed_ms);
                             }
-                            Stage::Failed => g.2 += 1,
-                            Stage::RolledBack => g.3 += 1,
+                            Stage::Failed => {
+                                g.failed += 1;
+                                g.first_failed
+                                    .entry(s.execution.clone())
+                                    .or_insert_with(Instant::now);
+                            }
+                            Stage::RolledBack => g.rolled_back += 1,
                             _ => {}
                         }
                     }
@@ -218,7 +234,7 @@ impl SimFleet {
     /// by the server; here each final report counts as sent.
     pub fn metrics(&self) -> SimMetrics {
         let g = self.stats.lock().expect("stats");
-        let mut boots = g.1.clone();
+        let mut boots = g.boot_ms.clone();
         boots.sort_unstable();
         let pct = |p: f64| -> u64 {
             if boots.is_empty() {
@@ -227,29 +243,48 @@ impl SimFleet {
                 boots[((boots.len() - 1) as f64 * p).round() as usize]
             }
         };
-        let (mut commands, mut resent) = (0, 0);
+        let (mut commands, mut resent, mut received) = (0, 0, 0);
         for a in &self.agents {
             let s = a.stats();
             commands += s.commands - s.duplicates;
             resent += s.resent;
+            received += s.received;
         }
-        let finished = g.0 + g.2;
+        let finished = g.succeeded + g.failed;
         SimMetrics {
             devices: self.agents.len() as u32,
             commands,
-            succeeded: g.0,
-            failed: g.2,
-            rolled_back: g.3,
+            succeeded: g.succeeded,
+            failed: g.failed,
+            rolled_back: g.rolled_back,
             messages_sent: self.sent.load(std::sync::atomic::Ordering::Relaxed),
+            messages_received: received,
             resent,
             boot_ms_p50: pct(0.5),
             boot_ms_p99: pct(0.99),
             error_rate: if finished == 0 {
                 0.0
             } else {
-                g.2 as f64 / finished as f64
+                g.failed as f64 / finished as f64
             },
         }
+    }
+
+    /// From the first failure report of `execution` leaving a device to the
+    /// first rollback command arriving at any device.
+    pub fn abort_reaction(&self, execution: &str) -> Option<Duration> {
+        let failed = *self
+            .stats
+            .lock()
+            .expect("stats")
+            .first_failed
+            .get(execution)?;
+        let rollback = self
+            .agents
+            .iter()
+            .filter_map(|a| a.first_rollback(execution))
+            .min()?;
+        Some(rollback.saturating_duration_since(failed))
     }
 
     pub async fn stop(self) {
