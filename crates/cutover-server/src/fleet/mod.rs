@@ -237,6 +237,14 @@ impl FleetPlane {
     }
 }
 
+/// The API wakes the orchestrator through this after it creates an execution
+/// or appends an operator command.
+impl crate::state::ExecutionWaker for FleetPlane {
+    fn wake(&self, execution_id: &str) {
+        FleetPlane::wake(self, execution_id);
+    }
+}
+
 /// Registers a target with its own credential (the store keeps only the derived key).
 pub async fn enroll_target(
     store: &Store,
