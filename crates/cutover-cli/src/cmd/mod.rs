@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod client;
 pub mod config;
+pub mod demo;
 pub mod fleet;
 pub mod release;
 pub mod serve;
@@ -34,6 +35,8 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the whole system on embedded defaults with a simulated fleet of ~1,000 devices.
+    Demo(demo::DemoArgs),
     /// Check or print the deployment configuration.
     #[command(subcommand)]
     Config(config::ConfigCommand),
@@ -57,6 +60,7 @@ pub enum Command {
 /// Runs the parsed command and returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
+        Command::Demo(args) => demo::run(args, &cli.global).await,
         Command::Config(command) => config::run(command, &cli.global).await,
         Command::Bench(command) => bench::run(command, &cli.global).await,
         Command::Release(command) => release::run(command, &cli.global).await,
