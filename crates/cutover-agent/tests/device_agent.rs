@@ -1,0 +1,198 @@
+//! The agent's state machine over a simulated device: acknowledgements,
+//! repeats handled once, reports re-sent until acknowledged, a later attempt
+//! superseding an earlier one, and MACs the server can check.
+
+use cutover_agent::device::agent::{Agent, Identity, Outgoing};
+use cutover_agent::device::mac;
+use cutover_agent::device::sim::{SimDevice, SimProfile};
+use cutover_core::protocol::{
+    AgentMessage, ArtifactRef, Command, CommandKind, FailedStep, PROTOCOL_VERSION, ServerMessage,
+    Stage,
+};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+fn install(attempt: u32) -> ServerMessage {
+    ServerMessage::Command(Command {
+        v: PROTOCOL_VERSION,
+        execution: "exec_1".into(),
+        action: "act_1".into(),
+        attempt,
+        kind: CommandKind::Install {
+            artifact: ArtifactRef {
+                id: "art_1".into(),
+                version: "2.0.0".into(),
+                sha256: "00".repeat(32),
+                size: 1,
+                signature: String::new(),
+                key_id: String::new(),
+                url: "/x".into(),
+                hardware: vec![],
+            },
+            stage_only: false,
+        },
+    })
+}
+
+fn agent(id: &str, profile: SimProfile) -> (Arc<Agent<SimDevice>>, UnboundedReceiver<Outgoing>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let identity = Identity {
+        target: id.into(),
+        key: mac::target_key("a-long-enough-credential"),
+        kind: "device".into(),
+        environment: "staging".into(),
+        hardware_model: "sim".into(),
+    };
+    let device = Arc::new(SimDevice::new(id, "1.0.0", Arc::new(profile)));
+    (
+        Agent::new(identity, device, tx, Duration::from_millis(200)),
+        rx,
+    )
+}
+
+/// Collects messages until a final status arrives (or a second passes).
+async fn until_final(rx: &mut UnboundedReceiver<Outgoing>) -> Vec<AgentMessage> {
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < deadline {
+        if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(50), rx.recv()).await {
+            let done = matches!(&m.message, AgentMessage::Status(s) if s.stage.is_final());
+            out.push(m.message);
+            if done {
+                break;
+            }
+        }
+    }
+    out
+}
+
+fn stages(msgs: &[AgentMessage]) -> Vec<Stage> {
+    msgs.iter()
+        .filter_map(|m| {
+            if let AgentMessage::Status(s) = m {
+                Some(s.stage)
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_command_is_acked_run_once_and_its_reports_resent_until_acked() {
+    let (agent, mut rx) = agent("d-1", SimProfile::default());
+    agent.handle(install(1));
+    let msgs = until_final(&mut rx).await;
+    assert!(
+        matches!(&msgs[0], AgentMessage::Ack { key, .. } if key.sequence == 1),
+        "{msgs:?}"
+    );
+    assert_eq!(
+        stages(&msgs),
+        [
+            Stage::Downloading,
+            Stage::Installing,
+            Stage::Verifying,
+            Stage::Succeeded
+        ]
+    );
+    let key = mac::target_key("a-long-enough-credential");
+    assert!(
+        msgs.iter().all(|m| mac::verify_message(m, &key)),
+        "every message carries a valid mac"
+    );
+    assert!(
+        msgs.iter()
+            .all(|m| !mac::verify_message(m, &mac::target_key("another-credential!")))
+    );
+
+    // The same command again: acknowledged, not run again.
+    agent.handle(install(1));
+    let again = until_final(&mut rx).await;
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert!(matches!(&again[0], AgentMessage::Ack { .. }));
+    assert_eq!(agent.stats().duplicates, 1);
+
+    // Nothing acknowledged: every report goes out again.
+    assert_eq!(agent.unacked(), 4);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(agent.resend_due(Instant::now()), 4);
+    // Acknowledged: nothing more.
+    for m in &msgs {
+        if let AgentMessage::Status(s) = m {
+            agent.handle(ServerMessage::Ack {
+                v: PROTOCOL_VERSION,
+                key: s.key(),
+            });
+        }
+    }
+    assert_eq!(agent.unacked(), 0);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(agent.resend_due(Instant::now()), 0);
+}
+
+#[tokio::test]
+async fn a_rollback_supersedes_and_restores_the_previous_version() {
+    let (agent, mut rx) = agent("d-2", SimProfile::default());
+    agent.handle(install(1));
+    until_final(&mut rx).await;
+    assert_eq!(
+        cutover_agent::device::Device::running_version(agent.device().as_ref()),
+        "2.0.0"
+    );
+    agent.handle(ServerMessage::Command(Command {
+        v: PROTOCOL_VERSION,
+        execution: "exec_1".into(),
+        action: "act_1".into(),
+        attempt: 2,
+        kind: CommandKind::Rollback {
+            previous_version: Some("1.0.0".into()),
+        },
+    }));
+    let msgs = until_final(&mut rx).await;
+    let last = msgs
+        .iter()
+        .rev()
+        .find_map(|m| {
+            if let AgentMessage::Status(s) = m {
+                Some(s.clone())
+            } else {
+                None
+            }
+        })
+        .unwrap();
+    assert_eq!(
+        (last.stage, last.attempt, last.running_version.as_str()),
+        (Stage::RolledBack, 2, "1.0.0")
+    );
+    // An older attempt arriving late is ignored.
+    agent.handle(install(1));
+    assert_eq!(until_final(&mut rx).await.len(), 1);
+}
+
+#[tokio::test]
+async fn an_injected_health_failure_reports_the_step_and_keeps_the_old_version() {
+    // Every device fails (rate 1.0) at health.
+    let (agent, mut rx) = agent(
+        "d-3",
+        SimProfile {
+            latency: Duration::ZERO,
+            failure_rate: 1.0,
+            fail_stage: FailedStep::Health,
+        },
+    );
+    agent.handle(install(1));
+    let msgs = until_final(&mut rx).await;
+    let AgentMessage::Status(last) = msgs.last().unwrap() else {
+        panic!("{msgs:?}")
+    };
+    assert_eq!(last.stage, Stage::Failed);
+    assert_eq!(last.failed_step, Some(FailedStep::Health));
+    assert_eq!(last.running_version, "1.0.0");
+    assert!(
+        last.reason.contains("fell back to 1.0.0"),
+        "{}",
+        last.reason
+    );
+}
