@@ -75,7 +75,18 @@ fn start_server(dir: &Path, database: &str, config: &Path) -> ServeProcess {
     let mut child = Command::new(BIN)
         .args(["serve", "--config"])
         .arg(config)
-        .args(["--database", database, "--listen", "127.0.0.1:0"])
+        .args([
+            "--database",
+            database,
+            "--listen",
+            "127.0.0.1:0",
+            "--mqtt-listen",
+            "127.0.0.1:0",
+            // The test plays the orchestrator: it finishes executions itself.
+            "--api-only",
+        ])
+        .arg("--artifact-dir")
+        .arg(dir.join("artifacts"))
         .current_dir(dir)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())

@@ -5,9 +5,12 @@ use super::GlobalArgs;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use cutover_core::config::{DeploymentConfig, Vars};
+use cutover_server::ExecutionWaker;
+use cutover_server::fleet::{FleetPlane, FleetSettings};
 use cutover_server::settings::{ServerSettings, from_config};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(Debug, Subcommand)]
 pub enum ServeCommand {
@@ -43,6 +46,48 @@ pub struct ServeArgs {
     /// Required `aud` of bearer tokens.
     #[arg(long, env = "CUTOVER_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
+    /// Address of the embedded MQTT broker; overrides mqtt.listen (port 0 picks a free one).
+    #[arg(long, value_name = "ADDR")]
+    pub mqtt_listen: Option<SocketAddr>,
+    /// Serve the API only, without the MQTT broker and the orchestrator (another replica
+    /// runs them); executions then wait in the store until one claims them.
+    #[arg(long)]
+    pub api_only: bool,
+    /// Where artifact blobs are kept; overrides artifacts.dir.
+    #[arg(long, value_name = "DIR")]
+    pub artifact_dir: Option<PathBuf>,
+}
+
+/// Lets the API wake the fleet plane's orchestrator.
+struct FleetWaker(FleetPlane);
+
+impl ExecutionWaker for FleetWaker {
+    fn wake(&self, execution_id: &str) {
+        self.0.wake(execution_id);
+    }
+}
+
+/// The fleet plane's settings from the configuration and flags.
+fn fleet_settings(args: &ServeArgs, config: &DeploymentConfig) -> anyhow::Result<FleetSettings> {
+    let mqtt = &config.mqtt;
+    let ca_pem = match mqtt.tls.as_ref().and_then(|t| t.ca_file.as_ref()) {
+        Some(file) => Some(
+            std::fs::read(file).with_context(|| format!("cannot read mqtt.tls.ca_file {file}"))?,
+        ),
+        None => None,
+    };
+    Ok(FleetSettings {
+        broker_listen: args.mqtt_listen.unwrap_or(mqtt.listen.0),
+        mqtt_url: mqtt.url.as_ref().map(|u| u.as_str().to_string()),
+        mqtt_username: mqtt.username.clone(),
+        mqtt_password: mqtt.password.clone(),
+        mqtt_ca_pem: ca_pem,
+        artifact_dir: args
+            .artifact_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(&config.artifacts.dir)),
+        ..FleetSettings::default()
+    })
 }
 
 pub async fn run(command: ServeCommand, _global: &GlobalArgs) -> anyhow::Result<u8> {
@@ -89,7 +134,9 @@ fn decode_key(text: &str) -> anyhow::Result<[u8; 32]> {
 }
 
 /// The settings `cutover serve` would use, and the database URL and address.
-pub fn settings_for(args: &ServeArgs) -> anyhow::Result<(ServerSettings, String, SocketAddr, u32)> {
+pub fn settings_for(
+    args: &ServeArgs,
+) -> anyhow::Result<(ServerSettings, String, SocketAddr, DeploymentConfig)> {
     let config = match &args.config {
         Some(path) => load_config(path)?,
         None => DeploymentConfig::default(),
@@ -115,16 +162,12 @@ pub fn settings_for(args: &ServeArgs) -> anyhow::Result<(ServerSettings, String,
     settings.security.jwt.issuer = args.jwt_issuer.clone();
     settings.security.jwt.audience = args.jwt_audience.clone();
     let listen = args.listen.unwrap_or(config.server.listen.0);
-    Ok((
-        settings,
-        database,
-        listen,
-        config.database.max_connections(),
-    ))
+    Ok((settings, database, listen, config))
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<u8> {
-    let (settings, database, listen, max_connections) = settings_for(&args)?;
+    let (settings, database, listen, config) = settings_for(&args)?;
+    let max_connections = config.database.max_connections();
     let store = cutover_store::Store::connect_with(
         &database,
         &cutover_store::ConnectOptions {
@@ -143,11 +186,25 @@ async fn serve(args: ServeArgs) -> anyhow::Result<u8> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let local = listener.local_addr()?;
+    let (stop_fleet, fleet_shutdown) = tokio::sync::watch::channel(false);
+    let fleet = if args.api_only {
+        None
+    } else {
+        Some(
+            FleetPlane::start(fleet_settings(&args, &config)?, store.clone(), fleet_shutdown)
+                .await
+                .context("cannot start the fleet plane (MQTT broker and orchestrator); --mqtt-listen 127.0.0.1:0 picks a free port")?,
+        )
+    };
     eprintln!(
-        "cutover serving the API on http://{local} (database {})",
-        cutover_store::redact_url(&database)
+        "cutover serving the API on http://{local} (database {}, mqtt {})",
+        cutover_store::redact_url(&database),
+        fleet
+            .as_ref()
+            .map(|f| f.broker_url())
+            .unwrap_or("off: --api-only")
     );
-    let shutdown = async {
+    let shutdown = async move {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
@@ -164,9 +221,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<u8> {
             let _ = ctrl_c.await;
         }
         eprintln!("cutover: shutting down");
+        let _ = stop_fleet.send(true);
     };
-    cutover_server::Server::new(settings, store)
-        .serve(listener, shutdown)
-        .await?;
+    let mut server = cutover_server::Server::new(settings, store);
+    if let Some(fleet) = fleet {
+        server.extra_routes = Some(fleet.router());
+        server.waker = Some(Arc::new(FleetWaker(fleet)));
+    }
+    server.serve(listener, shutdown).await?;
     Ok(0)
 }
