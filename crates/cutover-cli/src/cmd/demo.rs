@@ -425,7 +425,16 @@ pub async fn run(args: DemoArgs, _global: &GlobalArgs) -> anyhow::Result<u8> {
     );
     tokio::time::sleep(Duration::from_millis(800)).await;
 
-    let story = tell_story(&api, &admin, &approver, &dir, &screen, &mut decisions).await;
+    let story = tell_story(
+        &store,
+        &api,
+        &admin,
+        &approver,
+        &dir,
+        &screen,
+        &mut decisions,
+    )
+    .await;
     let ids = match story {
         Ok(ids) => ids,
         Err(e) => {
@@ -502,6 +511,7 @@ async fn wait_healthy(api: &Client) -> anyhow::Result<()> {
 
 /// The three acts; returns the execution ids.
 async fn tell_story(
+    store: &Store,
     api: &Client,
     admin: &str,
     approver: &str,
@@ -555,7 +565,7 @@ async fn tell_story(
         plan["status"].as_str().unwrap_or("?")
     );
     let exec = execute(api, admin, &plan_id).await?;
-    let status = follow(api, admin, &exec, "staging 1.1.0", screen, decisions).await?;
+    let (status, _) = follow(api, admin, &exec, "staging 1.1.0", screen, decisions).await?;
     ids.push(exec.clone());
     if status != "succeeded" {
         anyhow::bail!("the staging canary of 1.1.0 ended {status}, not succeeded");
@@ -624,7 +634,7 @@ async fn tell_story(
         approved["plan"]["status"].as_str().unwrap_or("?")
     );
     let exec = execute(api, admin, &plan_id).await?;
-    let status = follow(api, admin, &exec, "production 1.1.0", screen, decisions).await?;
+    let (status, _) = follow(api, admin, &exec, "production 1.1.0", screen, decisions).await?;
     ids.push(exec.clone());
     if status != "succeeded" {
         anyhow::bail!("the production rollout of 1.1.0 ended {status}, not succeeded");
@@ -655,28 +665,27 @@ async fn tell_story(
         "\n== act 3: canary of {FAULTY_VERSION} to staging; its new slot never passes health (plan {plan_id})"
     );
     let exec = execute(api, admin, &plan_id).await?;
-    let status = follow(api, admin, &exec, "staging 1.2.0", screen, decisions).await?;
+    let (status, said) = follow(api, admin, &exec, "staging 1.2.0", screen, decisions).await?;
     ids.push(exec.clone());
-    let report = api
-        .ok(
-            Method::GET,
-            &format!("/api/reports/deployment/{exec}"),
-            admin,
-            None,
-        )
-        .await?;
-    let mut reasons: BTreeMap<String, u32> = BTreeMap::new();
-    for f in report["failures"].as_array().into_iter().flatten() {
-        if let Some(e) = f["error"].as_str() {
-            *reasons.entry(e.to_string()).or_default() += 1;
-        }
-    }
     if status != "rolled_back" {
         anyhow::bail!("the faulty {FAULTY_VERSION} canary ended {status}, not rolled_back");
     }
     println!("staging: {FAULTY_VERSION} rolled back automatically ({exec})");
+    match said.iter().find(|d| d.contains("aborted")) {
+        Some(d) => println!("rollback reason: {d}"),
+        None => println!("rollback reason: not seen on the progress stream; see the report"),
+    }
+    // What the devices said when they failed, as their status reports recorded it.
+    let mut reasons: BTreeMap<String, u32> = BTreeMap::new();
+    for e in store.list_action_events(&exec, None).await? {
+        if e.kind == "failed"
+            && let Some(r) = e.detail["reason"].as_str()
+        {
+            *reasons.entry(r.to_string()).or_default() += 1;
+        }
+    }
     for (reason, n) in reasons.iter().take(3) {
-        println!("  {n} device(s) failed: {reason}");
+        println!("  {n} device(s) reported: {reason}");
     }
     let environment = api
         .ok(Method::GET, "/api/environments/staging", admin, None)
@@ -774,8 +783,9 @@ async fn follow(
     label: &str,
     screen: &Screen,
     decisions: &mut tokio::sync::broadcast::Receiver<ProgressEvent>,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<(String, Vec<String>)> {
     let path = format!("/api/deployments/{exec}");
+    let mut said = Vec::new();
     let deadline = Instant::now() + PHASE_LIMIT;
     let bar = screen.tty.then(|| {
         let b = ProgressBar::new(0);
@@ -796,7 +806,10 @@ async fn follow(
                 Ok(ProgressEvent::Decision {
                     execution_id,
                     message,
-                }) if execution_id == exec => screen.say(bar.as_ref(), format!("  · {message}")),
+                }) if execution_id == exec => {
+                    screen.say(bar.as_ref(), format!("  · {message}"));
+                    said.push(message);
+                }
                 Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {}
                 Err(_) => break,
             }
@@ -839,12 +852,13 @@ async fn follow(
                     && execution_id == exec
                 {
                     screen.say(bar.as_ref(), format!("  · {message}"));
+                    said.push(message);
                 }
             }
             if let Some(b) = bar {
                 b.finish();
             }
-            return Ok(status);
+            return Ok((status, said));
         }
         if Instant::now() > deadline {
             if let Some(b) = bar {
