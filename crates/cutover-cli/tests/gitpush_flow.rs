@@ -398,3 +398,65 @@ fn a_restarted_host_daemon_serves_the_current_release_again() {
         "v1 is served again"
     );
 }
+
+#[test]
+fn rollback_to_a_stopped_release_restarts_and_checks_it_first() {
+    let server = Server::setup_with("cold", "0");
+    write_stdlib_app(&server, "v1", "drainTimeout: 1s\n");
+    server.commit("v1");
+    server.push("main");
+    write_stdlib_app(&server, "v2", "drainTimeout: 1s\n");
+    server.commit("v2");
+    server.push("main");
+    assert_eq!(server.get("/").1.trim(), "v2");
+    // Not kept warm: v1 is stopped once drained.
+    let v1 = server.link("previous").unwrap();
+    let stopped = eventually(std::time::Duration::from_secs(5), || {
+        let status = text(&server.cutover(&["--output", "json", "host", "status"]));
+        !status.contains(&v1)
+    });
+    assert!(stopped, "the replaced release was stopped");
+    let out = server.cutover(&["rollback", "cold"]);
+    let out = text(&out);
+    assert!(out.contains("is not running; starting it again"), "{out}");
+    assert!(out.contains("rolled cold back"), "{out}");
+    assert_eq!(server.get("/").1.trim(), "v1");
+    // --to an unknown release is refused with the known ones listed.
+    let out = text(&server.cutover(&["rollback", "cold", "--to", "nope"]));
+    assert!(
+        out.contains("no release \"nope\"") && out.contains(&v1),
+        "{out}"
+    );
+}
+
+#[test]
+fn host_exec_runs_the_current_release_in_the_foreground_for_systemd_and_pm2() {
+    let server = Server::setup("fg");
+    write_stdlib_app(&server, "v1", "");
+    server.commit("v1");
+    server.push("main");
+    server.cutover(&["host", "stop"]);
+    assert!(http_get(server.port, "/").is_err());
+    let mut command = std::process::Command::new(CUTOVER);
+    command
+        .args(["host", "exec", "fg"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    server.env(&mut command);
+    // Its own process group, so the app under `sh -c` goes with it.
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    let mut child = command.spawn().unwrap();
+    let served = eventually(std::time::Duration::from_secs(5), || {
+        http_get(server.port, "/")
+            .map(|(_, b)| b.trim() == "v1")
+            .unwrap_or(false)
+    });
+    let _ = std::process::Command::new("kill")
+        .args(["-s", "KILL", "--", &format!("-{}", child.id())])
+        .status();
+    let _ = child.wait();
+    assert!(
+        served,
+        "host exec serves the current release on the public port"
+    );
+}

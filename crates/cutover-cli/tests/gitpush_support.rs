@@ -27,11 +27,17 @@ pub struct Server {
     pub work: PathBuf,
     pub port: u16,
     pub app: String,
+    /// Seconds a replaced release stays warm (CUTOVER_KEEP_WARM).
+    pub keep_warm: &'static str,
 }
 
 impl Server {
     /// Sets up `app` with `cutover setup` and an empty working repository.
     pub fn setup(app: &str) -> Self {
+        Self::setup_with(app, "60")
+    }
+
+    pub fn setup_with(app: &str, keep_warm: &'static str) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let server = Server {
             repos: tmp.path().join("repos"),
@@ -39,6 +45,7 @@ impl Server {
             work: tmp.path().join("work"),
             port: free_port(),
             app: app.to_string(),
+            keep_warm,
             tmp,
         };
         let port = server.port.to_string();
@@ -71,7 +78,7 @@ impl Server {
             .env("CUTOVER_REPOS_DIR", &self.repos)
             .env("CUTOVER_DEPLOYMENTS_DIR", &self.deployments)
             .env("CUTOVER_BIND_HOST", "127.0.0.1")
-            .env("CUTOVER_KEEP_WARM", "60")
+            .env("CUTOVER_KEEP_WARM", self.keep_warm)
             .env("GIT_AUTHOR_NAME", "tester")
             .env("GIT_AUTHOR_EMAIL", "tester@example.invalid")
             .env("GIT_COMMITTER_NAME", "tester")
