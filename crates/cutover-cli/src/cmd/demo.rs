@@ -819,7 +819,10 @@ async fn follow(
         let p = &v["progress"];
         let n = |k: &str| p[k].as_i64().unwrap_or(0);
         let waves = v["waves"].as_array().cloned().unwrap_or_default();
-        let wave = waves.iter().filter(|w| w["started_at"].is_string()).count();
+        let wave = waves
+            .iter()
+            .filter(|w| w["progress"]["pending"].as_i64() < w["target_count"].as_i64())
+            .count();
         let msg = format!(
             "{status}, wave {wave}/{}: {} ok, {} failed, {} rolled back",
             waves.len(),
