@@ -72,9 +72,6 @@ pub enum ReleaseCommand {
     /// The built-in process manager: a per-host daemon holding the public ports.
     #[command(subcommand)]
     Host(HostCommand),
-    /// Release switches under wrk load, against nginx (also `cutover bench cutover`).
-    #[command(name = "bench-cutover", hide = true)]
-    BenchCutover(bench::BenchCutoverArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -277,7 +274,6 @@ pub async fn run(command: ReleaseCommand, global: &GlobalArgs) -> anyhow::Result
         ReleaseCommand::Host(HostCommand::Stop { dirs }) => host_stop(&dirs).await,
         ReleaseCommand::Host(HostCommand::Status { dirs }) => host_status(&dirs, global).await,
         ReleaseCommand::Host(HostCommand::Exec { app, dirs }) => host_exec(&app, &dirs).await,
-        ReleaseCommand::BenchCutover(args) => bench::run(args, global).await,
     }
 }
 

@@ -18,6 +18,8 @@ pub enum BenchCommand {
     Fleet(fleet::FleetBenchArgs),
     /// The REST API under load from wrk on loopback.
     Api(api::ApiBenchArgs),
+    /// Release switches through the built-in proxy under wrk load, against nginx.
+    Cutover(crate::cmd::release::bench::BenchCutoverArgs),
 }
 
 pub async fn run(command: BenchCommand, global: &GlobalArgs) -> anyhow::Result<u8> {
@@ -26,5 +28,6 @@ pub async fn run(command: BenchCommand, global: &GlobalArgs) -> anyhow::Result<u
         BenchCommand::Store(args) => store::run(args, global).await,
         BenchCommand::Fleet(args) => fleet::run(args, global).await,
         BenchCommand::Api(args) => api::run(args, global).await,
+        BenchCommand::Cutover(args) => crate::cmd::release::bench::run(args, global).await,
     }
 }
