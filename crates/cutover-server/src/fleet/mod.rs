@@ -8,6 +8,7 @@
 
 pub mod artifacts;
 pub mod broker;
+mod inventory;
 mod orchestrator;
 mod routes;
 
@@ -97,6 +98,7 @@ pub(crate) struct Shared {
     pub blobs: artifacts::BlobStore,
     pub progress: broadcast::Sender<ProgressEvent>,
     pub inbound: mpsc::Sender<Inbound>,
+    pub inventory: mpsc::UnboundedSender<inventory::Job>,
     pub mqtt: Option<AsyncClient>,
     /// Targets that poll over HTTP, and what waits for them.
     pub http_targets: Mutex<HashSet<String>>,
@@ -167,8 +169,16 @@ impl FleetPlane {
         let (inbound_tx, inbound_rx) = mpsc::channel(200_000);
         let (wake_tx, wake_rx) = mpsc::unbounded_channel();
         let (progress, _) = broadcast::channel(4096);
+        let (inventory_tx, inventory_rx) = mpsc::unbounded_channel();
 
-        let mut ms = MqttSettings::new(&broker_url, &format!("cutover-server-{}", settings.owner));
+        let mut ms = MqttSettings::new(
+            &broker_url,
+            &format!(
+                "cutover-server-{}-{}",
+                settings.owner,
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            ),
+        );
         ms.username = settings.mqtt_username.clone();
         ms.password = settings.mqtt_password.clone();
         ms.ca_pem = settings.mqtt_ca_pem.clone();
@@ -182,6 +192,7 @@ impl FleetPlane {
             blobs,
             progress,
             inbound: inbound_tx.clone(),
+            inventory: inventory_tx,
             mqtt: Some(client.clone()),
             http_targets: Mutex::new(HashSet::new()),
             http_outbox: Mutex::new(HashMap::new()),
@@ -200,6 +211,7 @@ impl FleetPlane {
                 anyhow::anyhow!("could not subscribe at the mqtt broker {broker_url} within 10 s")
             })?
             .ok();
+        tokio::spawn(inventory::run(shared.clone(), inventory_rx));
         let orch = orchestrator::Orchestrator::new(shared.clone());
         tokio::spawn(orch.run(inbound_rx, wake_rx, shutdown));
         Ok(FleetPlane {

@@ -279,6 +279,22 @@ impl Orchestrator {
             .map(|(i, a)| (a.clone(), i as u32))
             .collect();
         let n = targets.len() as u32;
+        for chunk in targets.chunks(5000) {
+            let rows = store
+                .list_targets(&cutover_store::TargetFilter {
+                    ids: Some(chunk.to_vec()),
+                    limit: Some(chunk.len() as i64),
+                    ..Default::default()
+                })
+                .await?;
+            for r in rows {
+                let key = r
+                    .credential_hash
+                    .as_deref()
+                    .and_then(|h| hex::decode(h).ok());
+                self.keys.insert(r.id, key);
+            }
+        }
         let events = store.load_execution_events(&row.id, 0).await?;
         let mut run = Run {
             id: row.id.clone(),
@@ -427,6 +443,17 @@ impl Orchestrator {
             topic_target,
             message,
         } = m;
+        match &message {
+            AgentMessage::Hello(_) => {
+                let _ = self.shared.inventory.send(super::inventory::Job::Hello {
+                    topic_target,
+                    message,
+                });
+                return;
+            }
+            AgentMessage::Heartbeat { .. } => return,
+            _ => {}
+        }
         if message.version() != PROTOCOL_VERSION {
             return self
                 .refuse(&topic_target, &message, "unsupported protocol version")
@@ -563,21 +590,11 @@ impl Orchestrator {
                     s.stage,
                     Stage::Succeeded | Stage::RolledBack | Stage::Failed
                 ) {
-                    // The version it really runs now; the rest of the inventory stays.
-                    let store = &self.shared.store;
-                    let inventory = store
-                        .get_target(&s.target)
-                        .await
-                        .map(|t| t.inventory)
-                        .unwrap_or(Value::Null);
-                    let _ = store
-                        .update_target_inventory(
-                            &s.target,
-                            &s.running_version,
-                            &inventory,
-                            Utc::now(),
-                        )
-                        .await;
+                    // The version it really runs now, written off this path.
+                    let _ = self.shared.inventory.send(super::inventory::Job::Version {
+                        target: s.target.clone(),
+                        version: s.running_version.clone(),
+                    });
                 }
                 if let Some(stage) = stage {
                     p.events.push((

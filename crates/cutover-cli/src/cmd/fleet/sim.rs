@@ -107,6 +107,8 @@ struct Counts {
     rolled_back: u64,
     /// When the first failure report of each execution left a device.
     first_failed: HashMap<String, Instant>,
+    /// Final reports already counted (re-sends count once).
+    counted: std::collections::HashSet<(String, String, u32, Stage)>,
 }
 
 type Tally = Arc<Mutex<Counts>>;
@@ -187,7 +189,15 @@ impl SimFleet {
                     se.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     if let AgentMessage::Status(s) = &m.message {
                         let mut g = st.lock().expect("stats");
+                        let first = !s.stage.is_final()
+                            || g.counted.insert((
+                                s.target.clone(),
+                                s.execution.clone(),
+                                s.attempt,
+                                s.stage,
+                            ));
                         match s.stage {
+                            _ if !first => {}
                             Stage::Succeeded => {
                                 g.succeeded += 1;
                                 g.boot_ms.push(s.elapsed_ms);
