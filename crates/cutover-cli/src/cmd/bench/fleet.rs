@@ -135,6 +135,12 @@ pub async fn run(args: FleetBenchArgs, global: &GlobalArgs) -> anyhow::Result<u8
     let messages = (after.messages_sent - before.messages_sent)
         + (after.messages_received - before.messages_received);
     let msgs_per_s = messages as f64 / wall;
+    let succeeded = store
+        .list_actions(&exec)
+        .await?
+        .iter()
+        .filter(|a| a.status == "succeeded")
+        .count() as u64;
     if status != "succeeded" {
         anyhow::bail!("the benchmark rollout ended {status}, not succeeded");
     }
@@ -174,7 +180,7 @@ pub async fn run(args: FleetBenchArgs, global: &GlobalArgs) -> anyhow::Result<u8
 
     let line = Line {
         devices: args.devices,
-        succeeded: after.succeeded - before.succeeded,
+        succeeded,
         wall_s: wall,
         msgs_per_s,
         broker_raw_msgs_per_s: raw,
