@@ -72,6 +72,10 @@ impl Drop for ServeProcess {
 }
 
 fn start_server(dir: &Path, database: &str, config: &Path) -> ServeProcess {
+    start_server_with(dir, database, config, true)
+}
+
+fn start_server_with(dir: &Path, database: &str, config: &Path, api_only: bool) -> ServeProcess {
     let mut child = Command::new(BIN)
         .args(["serve", "--config"])
         .arg(config)
@@ -82,9 +86,13 @@ fn start_server(dir: &Path, database: &str, config: &Path) -> ServeProcess {
             "127.0.0.1:0",
             "--mqtt-listen",
             "127.0.0.1:0",
-            // The test plays the orchestrator: it finishes executions itself.
-            "--api-only",
         ])
+        // The flow test plays the orchestrator: it finishes executions itself.
+        .args(if api_only {
+            &["--api-only"][..]
+        } else {
+            &[][..]
+        })
         .arg("--artifact-dir")
         .arg(dir.join("artifacts"))
         .current_dir(dir)
@@ -562,4 +570,33 @@ fn completions_and_man_page() {
         "{}",
         &page[..200.min(page.len())]
     );
+}
+
+#[tokio::test]
+async fn serve_runs_the_fleet_plane_behind_the_guard() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let database = format!("sqlite://{}", dir.join("cutover.db").display());
+    let config = dir.join("deployment-config.yaml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let server = start_server_with(&dir, &database, &config, false);
+    let http = reqwest::Client::new();
+    let r = http
+        .get(format!("{}/healthz", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // The fleet plane's artifact upload is merged in, and needs credentials like the rest.
+    let r = http
+        .post(format!(
+            "{}/api/artifacts/upload?version=1.0.0&signature=x",
+            server.url
+        ))
+        .body("payload")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
 }

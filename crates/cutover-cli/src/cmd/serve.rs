@@ -186,6 +186,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<u8> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let local = listener.local_addr()?;
+    // Environments are in the store before anyone is told the server is up.
+    cutover_server::sync_environments(&store, &settings).await?;
     let (stop_fleet, fleet_shutdown) = tokio::sync::watch::channel(false);
     let fleet = if args.api_only {
         None
