@@ -859,7 +859,12 @@ async fn follow(
                 }
             }
             if let Some(b) = bar {
-                b.finish();
+                // Only a success fills the bar; a rollback leaves it where it stopped.
+                if status == "succeeded" {
+                    b.finish();
+                } else {
+                    b.abandon();
+                }
             }
             return Ok((status, said));
         }
