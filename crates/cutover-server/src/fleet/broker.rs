@@ -20,15 +20,17 @@ impl EmbeddedBroker {
 
 /// Starts rumqttd on `listen` (port 0: a free port) and waits until it accepts connections.
 pub fn start(listen: SocketAddr, max_connections: usize) -> anyhow::Result<EmbeddedBroker> {
-    let addr = if listen.port() == 0 {
-        let probe = TcpListener::bind(listen)
-            .map_err(|e| anyhow::anyhow!("cannot bind {listen} for the embedded broker: {e}"))?;
-        let a = probe.local_addr()?;
-        drop(probe);
-        a
-    } else {
-        listen
-    };
+    // Probe the address first, also for a fixed port: rumqttd only logs a bind
+    // failure from its own thread, and agents would then reach whatever broker
+    // already holds the port (Mosquitto holds 1883 on many machines).
+    let probe = TcpListener::bind(listen).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen on {listen} for the embedded MQTT broker: {e}; \
+             set mqtt.listen (or --mqtt-listen) to a free address, or mqtt.url to use the broker already there"
+        )
+    })?;
+    let addr = probe.local_addr()?;
+    drop(probe);
     let connections = rumqttd::ConnectionSettings {
         connection_timeout_ms: 5000,
         max_payload_size: 1024 * 1024,
