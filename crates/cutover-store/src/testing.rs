@@ -120,7 +120,11 @@ impl Drop for TestDb {
                 .build()
                 .expect("runtime for dropping the test schema");
             rt.block_on(async move {
-                store.close().await;
+                // The pool's connections belong to the test's runtime, which is blocked in
+                // this drop while a server may still hold one: closing them from here can
+                // wait forever, so give it a moment and then drop the schema regardless.
+                let _ =
+                    tokio::time::timeout(std::time::Duration::from_secs(2), store.close()).await;
                 drop_schema(&admin, &schema).await;
             });
         })
@@ -186,6 +190,10 @@ pub async fn drop_schema(admin_url: &str, schema: &str) {
         return;
     }
     let mut conn = admin_connection(admin_url).await;
+    // A connection of the test that was never closed must not make this wait forever.
+    let _ = sqlx::query("SET lock_timeout = '10s'")
+        .execute(&mut conn)
+        .await;
     if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(format!(
         "DROP SCHEMA IF EXISTS {schema} CASCADE"
     )))
