@@ -1,7 +1,9 @@
 //! The audit log, hash-chained: each row stores `sha256(prev_hash || canonical row)`, so a
 //! row changed or removed behind the store's back breaks the chain at that row.
-//! `verify_audit` recomputes the chain. (Removing the newest rows leaves a shorter valid
-//! chain; detecting that needs the head hash kept elsewhere, e.g. in backups or logs.)
+//! `verify_audit` recomputes the chain. Removing the newest rows leaves a shorter chain that
+//! is valid on its own, so every append also moves `audit_head` (the newest seq and hash)
+//! forward in the same transaction, and verification compares the chain's end with it.
+//! [`Store::audit_head`] gives that pair for keeping outside the database too.
 
 use crate::{AuditFilter, AuditRow, AuditVerification, NewAuditEntry, Result, Store, now, ts};
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -103,8 +105,10 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
+            // The head, not the log's last row, is what the next row chains to: rows removed
+            // from the end then show up as missing instead of being silently re-used.
             let last: Option<(i64, String)> =
-                sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
                     .fetch_optional(&mut *tx)
                     .await?;
             let (seq, prev_hash) = match last {
@@ -137,6 +141,14 @@ impl Store {
             .bind(&raw.result)
             .bind(&raw.details)
             .bind(&raw.prev_hash)
+            .bind(&raw.hash)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO audit_head (id, seq, hash) VALUES (1, $1, $2) \
+                 ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+            )
+            .bind(raw.seq)
             .bind(&raw.hash)
             .execute(&mut *tx)
             .await?;
@@ -182,9 +194,7 @@ impl Store {
                 "SELECT * FROM audit_log WHERE seq >= $1 ORDER BY seq LIMIT 2000"
             ).bind(expected_seq).fetch_all(db).await?);
             if page.is_empty() {
-                return Ok(AuditVerification::Ok {
-                    rows: expected_seq - 1,
-                });
+                return self.compare_with_head(expected_seq - 1, &prev_hash).await;
             }
             for raw in page {
                 if raw.seq != expected_seq {
@@ -219,6 +229,47 @@ impl Store {
                 prev_hash = raw.hash;
                 expected_seq += 1;
             }
+        }
+    }
+
+    /// The newest audit row's `(seq, hash)` as recorded by the appends; `None` before the
+    /// first entry. Kept outside the database (a log line, a backup), it also catches a
+    /// rewrite of the whole store.
+    pub async fn audit_head(&self) -> Result<Option<(i64, String)>> {
+        Ok(read!(self, db => sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
+            .fetch_optional(db)
+            .await?))
+    }
+
+    /// Compares the end of a chain that verified row by row with the recorded head.
+    async fn compare_with_head(&self, rows: i64, last_hash: &str) -> Result<AuditVerification> {
+        let broken = |seq, reason: String| Ok(AuditVerification::Broken { seq, reason });
+        match self.audit_head().await? {
+            None if rows == 0 => Ok(AuditVerification::Ok { rows }),
+            None => broken(
+                rows,
+                format!("the recorded head is missing but the log holds {rows} rows"),
+            ),
+            Some((head, _)) if head > rows => broken(
+                rows + 1,
+                if head == rows + 1 {
+                    format!("row {head} is missing: the recorded head is row {head}")
+                } else {
+                    format!(
+                        "rows {} to {head} are missing: the recorded head is row {head}",
+                        rows + 1
+                    )
+                },
+            ),
+            Some((head, _)) if head < rows => broken(
+                head + 1,
+                format!("row {} was added behind the store's back: the recorded head is row {head}", head + 1),
+            ),
+            Some((_, hash)) if hash != last_hash => broken(
+                rows,
+                format!("row {rows} does not match the recorded head's hash"),
+            ),
+            Some(_) => Ok(AuditVerification::Ok { rows }),
         }
     }
 }

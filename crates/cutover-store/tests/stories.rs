@@ -44,6 +44,7 @@ story!(
     append_only_tables_refuse_changes,
     audit_chain_detects_an_update,
     audit_chain_detects_a_deleted_row,
+    audit_chain_detects_removed_newest_rows,
     concurrent_writers_do_not_fail,
     leases_two_owners_expiry_takeover,
     runnable_executions_are_claimed_once,
@@ -874,6 +875,43 @@ async fn audit_chain_detects_a_deleted_row(db: &TestDb) -> Result<()> {
             ensure!(reason.contains("missing"), "{reason}")
         }
         other => anyhow::bail!("expected row 2 missing, got {other:?}"),
+    }
+    Ok(())
+}
+
+async fn audit_chain_detects_removed_newest_rows(db: &TestDb) -> Result<()> {
+    let s = &db.store;
+    ensure!(s.audit_head().await?.is_none());
+    ensure!(s.verify_audit().await? == AuditVerification::Ok { rows: 0 });
+    let mut last = None;
+    for i in 1..=5 {
+        last = Some(s.append_audit(&audit_entry(i)).await?);
+    }
+    let last = last.expect("five rows");
+    ensure!(s.audit_head().await? == Some((5, last.hash.clone())));
+    // The head only moves forward, even for a writer that bypasses the store's API.
+    ensure!(
+        s.execute_raw("UPDATE audit_head SET seq = 3").await.is_err(),
+        "moving the head back must be refused"
+    );
+    ensure!(s.execute_raw("DELETE FROM audit_head").await.is_err());
+
+    disable_audit_protection(s).await?;
+    s.execute_raw("DELETE FROM audit_log WHERE seq >= 4").await?;
+    match s.verify_audit().await? {
+        AuditVerification::Broken { seq: 4, reason } => {
+            ensure!(reason.contains("rows 4 to 5 are missing"), "{reason}")
+        }
+        other => anyhow::bail!("expected rows 4-5 missing, got {other:?}"),
+    }
+    // A later append chains to the recorded head, so the gap stays visible.
+    let next = s.append_audit(&audit_entry(6)).await?;
+    ensure!(next.seq == 6 && next.prev_hash == last.hash);
+    match s.verify_audit().await? {
+        AuditVerification::Broken { seq: 4, reason } => {
+            ensure!(reason.contains("missing"), "{reason}")
+        }
+        other => anyhow::bail!("expected row 4 missing, got {other:?}"),
     }
     Ok(())
 }
