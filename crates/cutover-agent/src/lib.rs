@@ -3,4 +3,5 @@
 //! The git-push flow of the `cutover` binary uses the same release installer.
 
 pub mod device;
+pub mod host;
 pub mod release;

@@ -1,21 +1,26 @@
-//! `cutover-agent`: runs on a device, receives commands over MQTT (or HTTP
-//! polling), installs signed firmware on A/B slots and reports.
+//! `cutover-agent`: runs on a device or a host, receives commands over MQTT
+//! (or HTTP polling), installs signed firmware on A/B slots (`kind: device`)
+//! or application bundles as releases (`kind: host`) and reports.
 //!
 //! Usage: `cutover-agent --config /etc/cutover/agent.yaml`, or
-//! `cutover-agent --config FILE status` to print the slots and exit.
+//! `cutover-agent --config FILE status` to print the slots (or releases) and
+//! exit; `cutover-agent host-daemon --deployments-dir DIR` runs the per-host
+//! daemon a host agent starts when none answers.
 
 use anyhow::Context;
-use cutover_agent::device::agent::{Agent, Identity};
+use cutover_agent::device::agent::{Agent, Device, Identity};
 use cutover_agent::device::mqtt::{MqttSettings, run_connection};
 use cutover_agent::device::slot_device::{SlotDevice, settle_orphan_boot};
 use cutover_agent::device::{AgentConfig, mac, poll};
+use cutover_agent::host::HostDevice;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-const USAGE: &str =
-    "usage: cutover-agent --config FILE [run|status]\n       cutover-agent --version";
+const USAGE: &str = "usage: cutover-agent --config FILE [run|status]\n       \
+     cutover-agent host-daemon --deployments-dir DIR [--bind-host ADDR] [--keep-warm SECONDS]\n       \
+     cutover-agent --version";
 
 fn main() -> std::process::ExitCode {
     let filter = std::env::var("CUTOVER_LOG").unwrap_or_else(|_| "info".into());
@@ -42,8 +47,43 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// `host-daemon --deployments-dir DIR [--bind-host ADDR] [--keep-warm SECONDS]`.
+async fn host_daemon(mut args: impl Iterator<Item = String>) -> anyhow::Result<()> {
+    let mut dir: Option<PathBuf> = None;
+    let mut bind_host = "127.0.0.1".to_string();
+    let mut keep_warm = 300u64;
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--deployments-dir" => {
+                dir = Some(
+                    args.next()
+                        .context("--deployments-dir needs a directory")?
+                        .into(),
+                )
+            }
+            "--bind-host" => bind_host = args.next().context("--bind-host needs an address")?,
+            "--keep-warm" => {
+                keep_warm = args
+                    .next()
+                    .context("--keep-warm needs seconds")?
+                    .parse()
+                    .context("--keep-warm needs whole seconds")?
+            }
+            other => anyhow::bail!("unknown argument {other:?}\n{USAGE}"),
+        }
+    }
+    let dir = dir.context("host-daemon needs --deployments-dir")?;
+    cutover_agent::host::daemon::run(&dir, &bind_host, Duration::from_secs(keep_warm))
+        .await
+        .with_context(|| format!("host daemon in {} failed", dir.display()))
+}
+
 async fn run() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("host-daemon") {
+        args.next();
+        return host_daemon(args).await;
+    }
     let mut config: Option<PathBuf> = None;
     let mut command = "run".to_string();
     while let Some(a) = args.next() {
@@ -67,6 +107,28 @@ async fn run() -> anyhow::Result<()> {
         .or_else(|| std::env::var_os("CUTOVER_AGENT_CONFIG").map(PathBuf::from))
         .context(USAGE)?;
     let cfg = AgentConfig::load(&path)?;
+    if cfg.is_host() {
+        let host = cfg.host.clone().context("host section")?;
+        let launcher = HostDevice::own_launcher(&host).map_err(anyhow::Error::msg)?;
+        let device = HostDevice::open(cfg.clone(), launcher)
+            .map_err(anyhow::Error::msg)
+            .context("opening the host's deployments")?;
+        if command == "status" {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "target": cfg.target_id,
+                    "kind": "host",
+                    "app": host.app,
+                    "running_version": device.running_version(),
+                    "current": device.current_release(),
+                    "releases": device.slots(),
+                })
+            );
+            return Ok(());
+        }
+        return serve(cfg, device).await;
+    }
     let device = SlotDevice::open(cfg.clone())
         .map_err(anyhow::Error::msg)
         .context("opening the slots")?;
@@ -75,14 +137,19 @@ async fn run() -> anyhow::Result<()> {
             "{}",
             serde_json::json!({
                 "target": cfg.target_id,
-                "running_version": cutover_agent::device::Device::running_version(&device),
-                "slots": cutover_agent::device::Device::slots(&device),
+                "running_version": device.running_version(),
+                "slots": device.slots(),
                 "last_fallback": device.last_fallback(),
             })
         );
         return Ok(());
     }
     settle_orphan_boot(&device).await;
+    serve(cfg, device).await
+}
+
+/// Runs the agent's state machine over MQTT, or HTTP polling without a broker.
+async fn serve<D: Device>(cfg: AgentConfig, device: D) -> anyhow::Result<()> {
     let identity = Identity {
         target: cfg.target_id.clone(),
         key: mac::target_key(&cfg.credential),

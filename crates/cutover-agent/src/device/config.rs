@@ -38,8 +38,52 @@ fn default_heartbeat_s() -> u64 {
 fn default_kind() -> String {
     "device".into()
 }
+fn default_bind_host() -> String {
+    "127.0.0.1".into()
+}
+fn default_env() -> String {
+    "production".into()
+}
+fn default_keep_warm_s() -> u64 {
+    300
+}
+fn default_lock_timeout_s() -> u64 {
+    600
+}
 
-/// Everything a device agent needs to know.
+/// What a `kind: host` agent installs: one application's releases on this host.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostSettings {
+    /// The application's name: its directory under `deployments_dir`.
+    pub app: String,
+    /// Where applications live (`{deployments_dir}/{app}/releases/…`), as for
+    /// the git-push flow; the host daemon's socket is under it too.
+    pub deployments_dir: PathBuf,
+    /// The public port the built-in proxy holds for the app (written to the
+    /// app's config.yml).
+    pub port: u16,
+    /// The address the proxy binds.
+    #[serde(default = "default_bind_host")]
+    pub bind_host: String,
+    /// `.env.{env}` beside the releases becomes each release's `.env`.
+    #[serde(default = "default_env")]
+    pub env: String,
+    /// How long a replaced release keeps running for an instant rollback.
+    #[serde(default = "default_keep_warm_s")]
+    pub keep_warm_s: u64,
+    /// How long an install waits for another deploy's lock.
+    #[serde(default = "default_lock_timeout_s")]
+    pub lock_timeout_s: u64,
+    /// Starts the host daemon when none answers, e.g. `[cutover, host, run,
+    /// --deployments-dir, /opt/deployments]`; by default this agent binary's
+    /// own `host-daemon`.
+    #[serde(default)]
+    pub daemon_command: Option<Vec<String>>,
+}
+
+/// Everything an agent needs to know; `kind` is `device` (A/B slots, the
+/// default) or `host` (application releases, with the `host` section).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
@@ -64,8 +108,14 @@ pub struct AgentConfig {
     /// The control plane, for artifact downloads with relative URLs and for HTTP polling.
     #[serde(default)]
     pub server_url: Option<String>,
-    /// Where the A/B slots, the boot pointer, downloads and state live.
+    /// Where the A/B slots, the boot pointer, downloads and state live. A host
+    /// agent keeps its downloads and state here too (default
+    /// `{deployments_dir}/.cutover-agent/{app}`).
+    #[serde(default)]
     pub slot_dir: PathBuf,
+    /// The application a `kind: host` agent installs.
+    #[serde(default)]
+    pub host: Option<HostSettings>,
     /// Hex ed25519 public keys; an artifact must be signed by one of them.
     pub public_keys: Vec<String>,
     /// The version in slot A on first start.
@@ -108,12 +158,23 @@ impl AgentConfig {
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let cfg: AgentConfig = serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let mut cfg: AgentConfig =
+            serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
         cfg.validate(path)?;
+        if let Some(host) = &cfg.host
+            && cfg.slot_dir.as_os_str().is_empty()
+        {
+            cfg.slot_dir = host.deployments_dir.join(".cutover-agent").join(&host.app);
+        }
         Ok(cfg)
+    }
+
+    /// Whether this agent installs application releases rather than firmware.
+    pub fn is_host(&self) -> bool {
+        self.kind == "host"
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
@@ -132,6 +193,51 @@ impl AgentConfig {
                     self.target_id
                 ),
             );
+        }
+        match (self.kind.as_str(), &self.host) {
+            ("device", None) => {
+                if self.slot_dir.as_os_str().is_empty() {
+                    return bad("slot_dir", "a device agent needs its slot directory".into());
+                }
+            }
+            ("device", Some(_)) => {
+                return bad(
+                    "host",
+                    "only a `kind: host` agent takes a host section".into(),
+                );
+            }
+            ("host", None) => {
+                return bad(
+                    "host",
+                    "a `kind: host` agent needs a host section (app, deployments_dir, port)".into(),
+                );
+            }
+            ("host", Some(host)) => {
+                let name_ok = !host.app.is_empty()
+                    && !host.app.starts_with('.')
+                    && host
+                        .app
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+                if !name_ok {
+                    return bad(
+                        "host.app",
+                        format!(
+                            "{:?} must be letters, digits, - _ . and not start with .",
+                            host.app
+                        ),
+                    );
+                }
+                if host.port == 0 {
+                    return bad("host.port", "must be a port number above 0".into());
+                }
+                if host.daemon_command.as_ref().is_some_and(Vec::is_empty) {
+                    return bad("host.daemon_command", "needs at least the program".into());
+                }
+            }
+            (other, _) => {
+                return bad("kind", format!("{other:?} must be device or host"));
+            }
         }
         if self.credential.len() < 16 {
             return bad("credential", "must be at least 16 characters".into());
@@ -216,5 +322,51 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("a.yaml:"), "{err}");
+    }
+
+    #[test]
+    fn the_example_host_agent_config_loads() {
+        let text = include_str!("../../../../examples/host-agent.yaml");
+        let cfg = AgentConfig::parse(text, Path::new("host-agent.yaml")).unwrap();
+        assert!(cfg.is_host());
+        assert_eq!(cfg.host.as_ref().unwrap().port, 8080);
+    }
+
+    #[test]
+    fn a_host_agent_needs_its_host_section_and_gets_a_state_dir() {
+        let base = format!(
+            "target_id: web-1\nenvironment: staging\nhardware_model: vm\ncredential: 0123456789abcdef0123\n\
+             mqtt_url: mqtt://127.0.0.1:1883\npublic_keys: [\"{KEY}\"]\nkind: host\n"
+        );
+        let err = AgentConfig::parse(&base, Path::new("a.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("a.yaml: host:"), "{err}");
+        let text = format!("{base}host:\n  app: web\n  deployments_dir: /srv/d\n  port: 8080\n");
+        let cfg = AgentConfig::parse(&text, Path::new("a.yaml")).unwrap();
+        assert!(cfg.is_host());
+        let host = cfg.host.as_ref().unwrap();
+        assert_eq!(host.bind_host, "127.0.0.1");
+        assert_eq!(host.keep_warm_s, 300);
+        assert_eq!(cfg.slot_dir, Path::new("/srv/d/.cutover-agent/web"));
+        let err = AgentConfig::parse(&text.replace("app: web", "app: ../x"), Path::new("a.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("host.app"), "{err}");
+        // A device agent still needs its slots.
+        let err = AgentConfig::parse(
+            &base.replace("kind: host", "kind: device"),
+            Path::new("a.yaml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("slot_dir"), "{err}");
+        let err = AgentConfig::parse(
+            &base.replace("kind: host", "kind: toaster"),
+            Path::new("a.yaml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("kind"), "{err}");
     }
 }
