@@ -82,10 +82,12 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
 }
 
 async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let path = req.uri().path().to_string();
-    if is_agent(&path) {
+    let path = req.uri().path();
+    if is_agent(path) {
         return next.run(req).await;
     }
+    let public = is_public(path);
+    let healthz = path == "/healthz";
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -100,7 +102,7 @@ async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> R
         return ApiError::forbidden(format!("address {client} is not in the allow-list"))
             .into_response();
     }
-    if path != "/healthz"
+    if !healthz
         && let Some(limiter) = &state.ip_limiter
         && let Decision::Deny { retry_after_secs } = limiter.check(&format!("ip:{client}"))
     {
@@ -111,17 +113,24 @@ async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> R
         )
         .into_response();
     }
+    // What a change is audited as; reads are not audited, so they skip building it.
     let change = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    let action = format!(
-        "{} {}",
-        req.method(),
-        req.extensions()
-            .get::<MatchedPath>()
-            .map(|m| m.as_str().to_string())
-            .unwrap_or_else(|| path.clone())
-    );
+    let (path, action) = if change {
+        let path = req.uri().path().to_string();
+        let action = format!(
+            "{} {}",
+            req.method(),
+            req.extensions()
+                .get::<MatchedPath>()
+                .map(|m| m.as_str())
+                .unwrap_or(&path)
+        );
+        (path, action)
+    } else {
+        (String::new(), String::new())
+    };
 
-    let principal = if is_public(&path) {
+    let principal = if public {
         authenticate(&state, req.headers()).await.ok().flatten()
     } else {
         match authenticate(&state, req.headers()).await {

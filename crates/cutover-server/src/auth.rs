@@ -163,11 +163,46 @@ pub async fn create_key(
     Ok((row, generated.key))
 }
 
-/// Checks keys against the store, with a short-lived cache of rows.
+/// A key row as the verifier needs it: what to compare and who it stands for.
+#[derive(Debug, Clone)]
+struct KnownKey {
+    /// The stored HMAC, decoded (empty when the stored text is not hex: nothing matches).
+    hash: Vec<u8>,
+    revoked: bool,
+    expires_at: Option<chrono::DateTime<Utc>>,
+    /// An error when the stored role is unknown (answered with 500).
+    principal: Result<Principal, String>,
+    fetched: Instant,
+}
+
+impl KnownKey {
+    fn of(row: &ApiKeyRow) -> KnownKey {
+        let principal = row.role.parse::<Role>().map(|role| Principal {
+            id: format!("key:{}", row.prefix),
+            name: row.name.clone(),
+            role,
+            bucket: format!("key:{}", row.prefix),
+        });
+        KnownKey {
+            hash: hex::decode(&row.hash).unwrap_or_default(),
+            revoked: row.revoked_at.is_some(),
+            expires_at: row.expires_at,
+            principal: principal.map_err(|e| format!("key {}: {e}", row.id)),
+            fetched: Instant::now(),
+        }
+    }
+}
+
+/// Checks keys against the store, with a short-lived cache of what the store said.
+///
+/// A cached entry holds the stored HMAC, not the key: every request still proves it holds
+/// the key. Revocation through this server drops the entry at once ([`KeyVerifier::forget`]);
+/// a revocation by another replica (or directly in the database) is seen within
+/// [`KEY_CACHE_TTL`], after which the store is asked again.
 #[derive(Debug)]
 pub struct KeyVerifier {
     secret: Vec<u8>,
-    cache: Mutex<HashMap<String, (ApiKeyRow, Instant)>>,
+    cache: Mutex<HashMap<String, KnownKey>>,
 }
 
 impl KeyVerifier {
@@ -191,51 +226,49 @@ impl KeyVerifier {
 
     /// The caller behind `key`, or 401 saying why not.
     pub async fn verify(&self, store: &Store, key: &str) -> Result<Principal, ApiError> {
-        let prefix = key_prefix(key.trim()).ok_or_else(|| {
+        let key = key.trim();
+        let prefix = key_prefix(key).ok_or_else(|| {
             ApiError::unauthorized("X-API-Key is not a cutover key (expected cut_…)")
         })?;
         let cached = self.cache.lock().ok().and_then(|c| {
             c.get(prefix)
-                .filter(|(_, at)| at.elapsed() < KEY_CACHE_TTL)
-                .map(|(row, _)| row.clone())
+                .filter(|k| k.fetched.elapsed() < KEY_CACHE_TTL)
+                .cloned()
         });
-        let row = match cached {
-            Some(row) => row,
+        let known = match cached {
+            Some(known) => known,
             None => {
                 let row = store
                     .find_api_key(prefix)
                     .await
                     .map_err(ApiError::from)?
                     .ok_or_else(|| ApiError::unauthorized("unknown API key"))?;
+                let known = KnownKey::of(&row);
                 if let Ok(mut cache) = self.cache.lock() {
                     if cache.len() > 10_000 {
-                        cache.retain(|_, (_, at)| at.elapsed() < KEY_CACHE_TTL);
+                        cache.retain(|_, k| k.fetched.elapsed() < KEY_CACHE_TTL);
                     }
-                    cache.insert(prefix.to_string(), (row.clone(), Instant::now()));
+                    cache.insert(prefix.to_string(), known.clone());
                 }
-                row
+                known
             }
         };
-        let computed = hash_key(&self.secret, key.trim());
-        if !bool::from(computed.as_bytes().ct_eq(row.hash.as_bytes())) {
+        let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&self.secret)
+            .expect("hmac accepts keys of any length");
+        mac.update(key.as_bytes());
+        let computed = mac.finalize().into_bytes();
+        if known.hash.len() != computed.len()
+            || !bool::from(computed.as_slice().ct_eq(known.hash.as_slice()))
+        {
             return Err(ApiError::unauthorized("unknown API key"));
         }
-        if row.revoked_at.is_some() {
+        if known.revoked {
             return Err(ApiError::unauthorized("API key was revoked"));
         }
-        if row.expires_at.is_some_and(|t| t <= Utc::now()) {
+        if known.expires_at.is_some_and(|t| t <= Utc::now()) {
             return Err(ApiError::unauthorized("API key has expired"));
         }
-        let role: Role = row
-            .role
-            .parse()
-            .map_err(|e: String| ApiError::internal(format!("key {}: {e}", row.id)))?;
-        Ok(Principal {
-            id: format!("key:{}", row.prefix),
-            name: row.name.clone(),
-            role,
-            bucket: format!("key:{}", row.prefix),
-        })
+        known.principal.map_err(ApiError::internal)
     }
 }
 

@@ -86,6 +86,7 @@ mod outbox;
 mod plans;
 mod secrets;
 pub mod testing;
+mod views;
 
 pub use audit::{GENESIS_HASH, canonical_audit_row, chain_hash};
 pub use error::{Result, StoreError};
@@ -93,6 +94,7 @@ pub use executions::{ACTION_FINAL_STATUSES, ACTION_STATUSES, EXECUTION_STATUSES}
 pub use leases::execution_lease_resource;
 pub use model::*;
 pub use plans::PLAN_STATUSES;
+pub use views::{ExecutionHead, ExecutionProgress, StatusCounts, WaveProgress};
 
 use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};

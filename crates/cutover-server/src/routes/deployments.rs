@@ -10,7 +10,7 @@ use crate::app::Audited;
 use crate::auth::{Principal, Role};
 use crate::dto::{CommandAccepted, ExecuteRequest, ExecutionList, ExecutionView};
 use crate::problem::{ApiError, ApiJson, Problem, not_found_as};
-use crate::routes::{load_execution, summary, terminal};
+use crate::routes::{execution_status, head_summary, terminal};
 use crate::state::{AppState, Caller};
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -174,7 +174,7 @@ pub async fn execute(
         )
         .await;
     state.changed(&execution.id);
-    let (_, view) = load_execution(&state, &execution.id).await?;
+    let view = execution_status(&state, &execution.id).await?;
     let mut response = (StatusCode::ACCEPTED, Json(view)).into_response();
     response.extensions_mut().insert(Audited);
     Ok(response)
@@ -202,7 +202,7 @@ pub async fn list(
     principal.require(Role::Viewer)?;
     let rows = state
         .store
-        .list_executions(&ExecutionFilter {
+        .list_execution_heads(&ExecutionFilter {
             status: q
                 .status
                 .map(|s| {
@@ -219,7 +219,7 @@ pub async fn list(
         })
         .await?;
     Ok(Json(ExecutionList {
-        deployments: rows.iter().map(summary).collect(),
+        deployments: rows.into_iter().map(head_summary).collect(),
     }))
 }
 
@@ -234,8 +234,7 @@ pub async fn show(
     Path(id): Path<String>,
 ) -> Result<Json<ExecutionView>, ApiError> {
     principal.require(Role::Viewer)?;
-    let (_, view) = load_execution(&state, &id).await?;
-    Ok(Json(view))
+    Ok(Json(execution_status(&state, &id).await?))
 }
 
 /// Live progress as server-sent events: a `progress` event (the same body as
@@ -251,7 +250,7 @@ pub async fn events(
     Path(id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     principal.require(Role::Viewer)?;
-    let (_, first) = load_execution(&state, &id).await?;
+    let first = execution_status(&state, &id).await?;
     let poll = state.settings.event_poll;
     struct Cursor {
         state: AppState,
@@ -298,8 +297,8 @@ pub async fn events(
                 _ = c.changes.recv() => {}
                 _ = c.closing.changed() => { return None; }
             }
-            match load_execution(&c.state, &c.id).await {
-                Ok((_, view)) => c.pending = Some(view),
+            match execution_status(&c.state, &c.id).await {
+                Ok(view) => c.pending = Some(view),
                 Err(_) => return None,
             }
         }

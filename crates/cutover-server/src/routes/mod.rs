@@ -9,10 +9,11 @@ pub mod plans;
 use crate::app::need;
 use crate::auth::Role;
 use crate::dto::{ExecutionSummary, ExecutionView, ProgressView, WaveView};
+use crate::problem::ApiError;
 use crate::state::AppState;
 use axum::Router;
 use axum::routing::{get, post};
-use cutover_store::{ActionRow, ExecutionRow, WaveRow};
+use cutover_store::{ExecutionHead, ExecutionProgress, ExecutionRow, StatusCounts, StoreError};
 
 /// Every route of the API (without the guard; see [`crate::app::build_router`]).
 pub fn router() -> Router<AppState> {
@@ -69,37 +70,23 @@ pub fn router() -> Router<AppState> {
         .route("/api/audit/verify", get(admin::verify_audit))
 }
 
-/// The status group an action's status falls in.
-fn bucket(status: &str) -> &'static str {
-    match status {
-        "pending" => "pending",
-        "succeeded" => "succeeded",
-        "failed" | "timed_out" => "failed",
-        "rolled_back" => "rolled_back",
-        "canceled" => "canceled",
-        _ => "in_progress",
+/// Progress as the API shows it, with the share of finished targets.
+pub fn progress_view(c: &StatusCounts) -> ProgressView {
+    let done = c.succeeded + c.failed + c.rolled_back + c.canceled;
+    ProgressView {
+        total: c.total,
+        pending: c.pending,
+        in_progress: c.in_progress,
+        succeeded: c.succeeded,
+        failed: c.failed,
+        rolled_back: c.rolled_back,
+        canceled: c.canceled,
+        percent_complete: if c.total == 0 {
+            0.0
+        } else {
+            ((done as f64) * 1000.0 / (c.total as f64)).round() / 10.0
+        },
     }
-}
-
-fn add(p: &mut ProgressView, status: &str) {
-    p.total += 1;
-    match bucket(status) {
-        "pending" => p.pending += 1,
-        "succeeded" => p.succeeded += 1,
-        "failed" => p.failed += 1,
-        "rolled_back" => p.rolled_back += 1,
-        "canceled" => p.canceled += 1,
-        _ => p.in_progress += 1,
-    }
-}
-
-fn finish(p: &mut ProgressView) {
-    let done = p.succeeded + p.failed + p.rolled_back + p.canceled;
-    p.percent_complete = if p.total == 0 {
-        0.0
-    } else {
-        ((done as f64) * 1000.0 / (p.total as f64)).round() / 10.0
-    };
 }
 
 /// Is this execution status final?
@@ -125,49 +112,70 @@ pub fn summary(e: &ExecutionRow) -> ExecutionSummary {
     }
 }
 
-/// The execution with its progress overall and per wave.
-pub fn execution_view(e: &ExecutionRow, waves: &[WaveRow], actions: &[ActionRow]) -> ExecutionView {
-    let mut total = ProgressView::default();
-    let mut per_wave: Vec<WaveView> = waves
-        .iter()
-        .map(|w| WaveView {
-            index: w.wave_index,
-            status: w.status.clone(),
-            target_count: w.target_count,
-            progress: ProgressView::default(),
-            started_at: w.started_at,
-            finished_at: w.finished_at,
-        })
-        .collect();
-    for a in actions {
-        add(&mut total, &a.status);
-        if let Some(w) = per_wave.iter_mut().find(|w| w.index == a.wave_index) {
-            add(&mut w.progress, &a.status);
-        }
-    }
-    finish(&mut total);
-    for w in &mut per_wave {
-        finish(&mut w.progress);
-    }
-    ExecutionView {
-        summary: summary(e),
-        progress: total,
-        waves: per_wave,
+/// A listed execution as the API shows it.
+pub fn head_summary(h: ExecutionHead) -> ExecutionSummary {
+    ExecutionSummary {
+        execution_id: h.id.clone(),
+        id: h.id,
+        plan_id: h.plan_id,
+        environment: h.environment,
+        version: h.version,
+        strategy: h.strategy,
+        status: h.status,
+        target_count: h.target_count,
+        created_by: h.created_by,
+        created_at: h.created_at,
+        started_at: h.started_at,
+        finished_at: h.finished_at,
     }
 }
 
-/// Loads an execution with its waves and actions.
+/// The execution with its progress overall and per wave.
+pub fn execution_view(p: ExecutionProgress) -> ExecutionView {
+    ExecutionView {
+        progress: progress_view(&p.counts),
+        waves: p
+            .waves
+            .into_iter()
+            .map(|w| WaveView {
+                index: w.wave_index,
+                progress: progress_view(&w.counts),
+                status: w.status,
+                target_count: w.target_count,
+                started_at: w.started_at,
+                finished_at: w.finished_at,
+            })
+            .collect(),
+        summary: head_summary(p.head),
+    }
+}
+
+fn deployment_not_found(id: &str) -> impl FnOnce(StoreError) -> ApiError + '_ {
+    move |e| match e {
+        StoreError::NotFound => ApiError::not_found(format!("deployment {id} not found")),
+        other => other.into(),
+    }
+}
+
+/// An execution's status with its progress per wave (one query).
+pub async fn execution_status(state: &AppState, id: &str) -> Result<ExecutionView, ApiError> {
+    let progress = state
+        .store
+        .execution_progress(id)
+        .await
+        .map_err(deployment_not_found(id))?;
+    Ok(execution_view(progress))
+}
+
+/// Loads an execution's row and its status view.
 pub async fn load_execution(
     state: &AppState,
     id: &str,
-) -> Result<(ExecutionRow, ExecutionView), crate::problem::ApiError> {
-    let e = state
-        .store
-        .get_execution(id)
-        .await
-        .map_err(crate::problem::not_found_as("deployment", id))?;
-    let (waves, actions) =
-        tokio::try_join!(state.store.list_waves(id), state.store.list_actions(id))?;
-    let view = execution_view(&e, &waves, &actions);
-    Ok((e, view))
+) -> Result<(ExecutionRow, ExecutionView), ApiError> {
+    let (e, progress) = tokio::try_join!(
+        state.store.get_execution(id),
+        state.store.execution_progress(id)
+    )
+    .map_err(deployment_not_found(id))?;
+    Ok((e, execution_view(progress)))
 }

@@ -1,7 +1,8 @@
 //! `cutover bench api`: the REST API under load on loopback.
 //!
-//! A server runs in this process over a new SQLite file holding `--executions` executions
-//! (10 targets each, in two waves); `wrk` (Debian's package) then loads it for a bounded
+//! A server runs in this process over a new SQLite file (or, with `--database postgres://…`,
+//! a new schema of that PostgreSQL database, dropped afterwards) holding `--executions`
+//! executions (10 targets each, in two waves); `wrk` (Debian's package) then loads it for a bounded
 //! `--duration` with the read mix: `--list-share` of the requests are
 //! `GET /api/deployments?limit=20`, the rest `GET /api/deployments/{id}` for random ids, each
 //! with a real API key. Any non-2xx answer fails the run. Printed: requests per second and
@@ -12,7 +13,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use cutover_server::auth::{Role, create_key};
 use cutover_server::settings::ServerSettings;
-use cutover_store::{NewExecution, NewPlan, NewTarget, Store};
+use cutover_store::{ConnectOptions, NewExecution, NewPlan, NewTarget, Store};
 use serde_json::json;
 use std::time::Duration;
 
@@ -36,6 +37,13 @@ pub struct ApiBenchArgs {
     /// Share of list requests in the mix, 0 to 1.
     #[arg(long, default_value_t = 0.1)]
     pub list_share: f64,
+    /// Database: postgres(ql)://… (a new schema is created and dropped afterwards); default a
+    /// temporary SQLite file.
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
+    /// Connections of the server's read pool.
+    #[arg(long, default_value_t = 8)]
+    pub pool: u32,
 }
 
 /// The figures of one run.
@@ -49,6 +57,7 @@ pub struct ApiBenchResult {
     pub duration_s: u64,
     pub connections: u32,
     pub list_share: f64,
+    pub backend: &'static str,
 }
 
 pub async fn run(args: ApiBenchArgs, _global: &GlobalArgs) -> anyhow::Result<u8> {
@@ -66,12 +75,13 @@ pub async fn run(args: ApiBenchArgs, _global: &GlobalArgs) -> anyhow::Result<u8>
         println!(
             "{}",
             serde_json::to_string(
-                &json!({"rps": result.rps, "p99_ms": result.p99_ms, "p50_ms": result.p50_ms, "requests": result.requests, "executions": result.executions, "duration_s": result.duration_s, "connections": result.connections, "list_share": result.list_share})
+                &json!({"rps": result.rps, "p99_ms": result.p99_ms, "p50_ms": result.p50_ms, "requests": result.requests, "executions": result.executions, "duration_s": result.duration_s, "connections": result.connections, "list_share": result.list_share, "backend": result.backend})
             )?
         );
     } else {
         println!(
-            "api: {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms ({} requests over {} s, {} connections, {} executions, {:.0} % lists)",
+            "api ({}): {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms ({} requests over {} s, {} connections, {} executions, {:.0} % lists)",
+            result.backend,
             result.rps,
             result.p50_ms,
             result.p99_ms,
@@ -190,12 +200,105 @@ pub fn parse_wrk(report: &str) -> anyhow::Result<(f64, f64, f64, u64, u64)> {
     }
 }
 
-pub async fn bench(args: &ApiBenchArgs) -> anyhow::Result<ApiBenchResult> {
-    let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
-    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let store = Store::connect(&url)
+/// The bench's database: a temporary SQLite file, or a new PostgreSQL schema dropped by
+/// [`BenchDb::finish`].
+struct BenchDb {
+    store: Store,
+    /// The connection that created the schema, and its name.
+    postgres: Option<(Store, String)>,
+    _dir: tempfile::TempDir,
+}
+
+impl BenchDb {
+    async fn open(database: Option<&str>, pool: u32) -> anyhow::Result<BenchDb> {
+        let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
+        let options = |schema: Option<String>| ConnectOptions {
+            max_connections: pool.max(2),
+            schema,
+            ..Default::default()
+        };
+        let Some(url) = database else {
+            let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+            let store = Store::connect_with(&url, &options(None))
+                .await
+                .context("cannot open the bench database")?;
+            return Ok(BenchDb {
+                store,
+                postgres: None,
+                _dir: dir,
+            });
+        };
+        let redacted = cutover_store::redact_url(url);
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            bail!(
+                "--database {redacted}: expected a postgres:// or postgresql:// url (SQLite is the default)"
+            );
+        }
+        let admin = Store::connect_with(
+            url,
+            &ConnectOptions {
+                migrate: false,
+                max_connections: 2,
+                ..Default::default()
+            },
+        )
         .await
-        .context("cannot open the bench database")?;
+        .with_context(|| format!("connecting to {redacted}"))?;
+        let schema = format!("bench_{}", uuid::Uuid::new_v4().simple());
+        admin
+            .execute_raw(&format!("CREATE SCHEMA {schema}"))
+            .await
+            .with_context(|| format!("creating schema {schema} in {redacted}"))?;
+        match Store::connect_with(url, &options(Some(schema.clone()))).await {
+            Ok(store) => Ok(BenchDb {
+                store,
+                postgres: Some((admin, schema)),
+                _dir: dir,
+            }),
+            Err(e) => {
+                let _ = admin
+                    .execute_raw(&format!("DROP SCHEMA {schema} CASCADE"))
+                    .await;
+                admin.close().await;
+                Err(e).with_context(|| format!("opening schema {schema} in {redacted}"))
+            }
+        }
+    }
+
+    fn backend(&self) -> &'static str {
+        if self.postgres.is_some() {
+            "postgres"
+        } else {
+            "sqlite"
+        }
+    }
+
+    async fn finish(self) -> anyhow::Result<()> {
+        self.store.close().await;
+        if let Some((admin, schema)) = &self.postgres {
+            let dropped = admin
+                .execute_raw(&format!("DROP SCHEMA {schema} CASCADE"))
+                .await
+                .with_context(|| format!("dropping schema {schema}"));
+            admin.close().await;
+            dropped?;
+        }
+        Ok(())
+    }
+}
+
+pub async fn bench(args: &ApiBenchArgs) -> anyhow::Result<ApiBenchResult> {
+    let db = BenchDb::open(args.database.as_deref(), args.pool).await?;
+    let result = run_on(args, &db).await;
+    let finished = db.finish().await;
+    let result = result?;
+    finished?;
+    Ok(result)
+}
+
+async fn run_on(args: &ApiBenchArgs, db: &BenchDb) -> anyhow::Result<ApiBenchResult> {
+    let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let store = db.store.clone();
     let mut settings = ServerSettings::new(b"bench-secret-0123456789abcdef0123456789".to_vec());
     settings.security.rate_limit = None;
     cutover_server::sync_environments(&store, &settings).await?;
@@ -263,6 +366,7 @@ pub async fn bench(args: &ApiBenchArgs) -> anyhow::Result<ApiBenchResult> {
         duration_s: args.duration,
         connections: args.connections,
         list_share: args.list_share,
+        backend: db.backend(),
     })
 }
 
@@ -303,6 +407,8 @@ mod tests {
             connections: 4,
             threads: 1,
             list_share: 0.5,
+            database: None,
+            pool: 4,
         };
         let r = bench(&args).await.unwrap();
         assert!(r.requests > 10, "{r:?}");
