@@ -13,33 +13,45 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-fn install(attempt: u32) -> ServerMessage {
-    ServerMessage::Command(Command {
-        v: PROTOCOL_VERSION,
-        execution: "exec_1".into(),
-        action: "act_1".into(),
-        attempt,
-        kind: CommandKind::Install {
-            artifact: ArtifactRef {
-                id: "art_1".into(),
-                version: "2.0.0".into(),
-                sha256: "00".repeat(32),
-                size: 1,
-                signature: String::new(),
-                key_id: String::new(),
-                url: "/x".into(),
-                hardware: vec![],
+const CREDENTIAL: &str = "a-long-enough-credential";
+
+/// A command as the server sends it to `target`: with its MAC.
+fn signed(target: &str, mut cmd: Command) -> ServerMessage {
+    mac::sign_command(&mut cmd, target, &mac::target_key(CREDENTIAL));
+    ServerMessage::Command(cmd)
+}
+
+fn install(target: &str, attempt: u32) -> ServerMessage {
+    signed(
+        target,
+        Command {
+            v: PROTOCOL_VERSION,
+            execution: "exec_1".into(),
+            action: "act_1".into(),
+            attempt,
+            kind: CommandKind::Install {
+                artifact: ArtifactRef {
+                    id: "art_1".into(),
+                    version: "2.0.0".into(),
+                    sha256: "00".repeat(32),
+                    size: 1,
+                    signature: String::new(),
+                    key_id: String::new(),
+                    url: "/x".into(),
+                    hardware: vec![],
+                },
+                stage_only: false,
             },
-            stage_only: false,
+            mac: String::new(),
         },
-    })
+    )
 }
 
 fn agent(id: &str, profile: SimProfile) -> (Arc<Agent<SimDevice>>, UnboundedReceiver<Outgoing>) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let identity = Identity {
         target: id.into(),
-        key: mac::target_key("a-long-enough-credential"),
+        key: mac::target_key(CREDENTIAL),
         kind: "device".into(),
         environment: "staging".into(),
         hardware_model: "sim".into(),
@@ -82,7 +94,7 @@ fn stages(msgs: &[AgentMessage]) -> Vec<Stage> {
 #[tokio::test]
 async fn a_command_is_acked_run_once_and_its_reports_resent_until_acked() {
     let (agent, mut rx) = agent("d-1", SimProfile::default());
-    agent.handle(install(1));
+    agent.handle(install(agent.target(), 1));
     let msgs = until_final(&mut rx).await;
     assert!(
         matches!(&msgs[0], AgentMessage::Ack { key, .. } if key.sequence == 1),
@@ -108,7 +120,7 @@ async fn a_command_is_acked_run_once_and_its_reports_resent_until_acked() {
     );
 
     // The same command again: acknowledged, not run again.
-    agent.handle(install(1));
+    agent.handle(install(agent.target(), 1));
     let again = until_final(&mut rx).await;
     assert_eq!(again.len(), 1, "{again:?}");
     assert!(matches!(&again[0], AgentMessage::Ack { .. }));
@@ -135,21 +147,25 @@ async fn a_command_is_acked_run_once_and_its_reports_resent_until_acked() {
 #[tokio::test]
 async fn a_rollback_supersedes_and_restores_the_previous_version() {
     let (agent, mut rx) = agent("d-2", SimProfile::default());
-    agent.handle(install(1));
+    agent.handle(install(agent.target(), 1));
     until_final(&mut rx).await;
     assert_eq!(
         cutover_agent::device::Device::running_version(agent.device().as_ref()),
         "2.0.0"
     );
-    agent.handle(ServerMessage::Command(Command {
-        v: PROTOCOL_VERSION,
-        execution: "exec_1".into(),
-        action: "act_1".into(),
-        attempt: 2,
-        kind: CommandKind::Rollback {
-            previous_version: Some("1.0.0".into()),
+    agent.handle(signed(
+        agent.target(),
+        Command {
+            v: PROTOCOL_VERSION,
+            execution: "exec_1".into(),
+            action: "act_1".into(),
+            attempt: 2,
+            kind: CommandKind::Rollback {
+                previous_version: Some("1.0.0".into()),
+            },
+            mac: String::new(),
         },
-    }));
+    ));
     let msgs = until_final(&mut rx).await;
     let last = msgs
         .iter()
@@ -167,7 +183,7 @@ async fn a_rollback_supersedes_and_restores_the_previous_version() {
         (Stage::RolledBack, 2, "1.0.0")
     );
     // An older attempt arriving late is ignored.
-    agent.handle(install(1));
+    agent.handle(install(agent.target(), 1));
     assert_eq!(until_final(&mut rx).await.len(), 1);
 }
 
@@ -182,7 +198,7 @@ async fn an_injected_health_failure_reports_the_step_and_keeps_the_old_version()
             fail_stage: FailedStep::Health,
         },
     );
-    agent.handle(install(1));
+    agent.handle(install(agent.target(), 1));
     let msgs = until_final(&mut rx).await;
     let AgentMessage::Status(last) = msgs.last().unwrap() else {
         panic!("{msgs:?}")
@@ -195,4 +211,57 @@ async fn an_injected_health_failure_reports_the_step_and_keeps_the_old_version()
         "{}",
         last.reason
     );
+}
+
+#[tokio::test]
+async fn a_command_without_the_targets_mac_is_refused_and_reported() {
+    let (agent, mut rx) = agent("d-4", SimProfile::default());
+    // Signed for another target, then signed with another credential, then unsigned.
+    let ServerMessage::Command(mut cmd) = install("d-5", 1) else {
+        unreachable!()
+    };
+    let forged = [
+        cmd.clone(),
+        {
+            mac::sign_command(
+                &mut cmd,
+                "d-4",
+                &mac::target_key("someone-elses-credential"),
+            );
+            cmd.clone()
+        },
+        {
+            cmd.mac.clear();
+            cmd.clone()
+        },
+    ];
+    for (i, c) in forged.into_iter().enumerate() {
+        agent.handle(ServerMessage::Command(c));
+        let m = tokio::time::timeout(Duration::from_secs(1), rx.recv())
+            .await
+            .expect("the refusal is reported")
+            .expect("open");
+        match &m.message {
+            AgentMessage::Refused { target, reason, .. } => {
+                assert_eq!(target, "d-4");
+                assert!(reason.contains("authentication code"), "{reason}");
+                assert!(mac::verify_message(
+                    &m.message,
+                    &mac::target_key(CREDENTIAL)
+                ));
+            }
+            other => panic!("forged command {i}: expected a refusal, got {other:?}"),
+        }
+        assert_eq!(agent.stats().refused, i as u64 + 1);
+    }
+    assert!(!agent.busy(), "a forged command never runs");
+    assert_eq!(
+        cutover_agent::device::Device::running_version(agent.device().as_ref()),
+        "1.0.0"
+    );
+    assert_eq!(agent.stats().commands, 0);
+    // The genuine command still runs.
+    agent.handle(install("d-4", 1));
+    let msgs = until_final(&mut rx).await;
+    assert_eq!(stages(&msgs).last(), Some(&Stage::Succeeded), "{msgs:?}");
 }

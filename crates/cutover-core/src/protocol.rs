@@ -137,9 +137,48 @@ pub struct Command {
     /// The engine's attempt; a later attempt supersedes an earlier one.
     pub attempt: u32,
     pub kind: CommandKind,
+    /// Hex HMAC-SHA256 of [`Command::mac_input`] with the target's key: an
+    /// agent runs only commands made with its own credential, so whoever
+    /// can publish on the broker cannot command a device.
+    #[serde(default)]
+    pub mac: String,
 }
 
 impl Command {
+    /// The bytes the MAC covers: the target, the key and everything the kind carries.
+    pub fn mac_input(&self, target: &str) -> String {
+        let kind = match &self.kind {
+            CommandKind::Install {
+                artifact: a,
+                stage_only,
+            } => format!(
+                "install|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
+                a.id,
+                a.version,
+                a.sha256,
+                a.size,
+                a.signature,
+                a.key_id,
+                a.url,
+                a.hardware.join(","),
+                a.hardware.len(),
+                stage_only
+            ),
+            CommandKind::Activate => "activate".into(),
+            CommandKind::Rollback { previous_version } => format!(
+                "rollback|{}",
+                previous_version
+                    .as_deref()
+                    .map_or("-".to_string(), |v| format!("={v}"))
+            ),
+            CommandKind::Cancel => "cancel".into(),
+        };
+        format!(
+            "command|{}|{target}|{}|{}|{}|{kind}",
+            self.v, self.execution, self.action, self.attempt
+        )
+    }
+
     pub fn key(&self) -> MessageKey {
         MessageKey {
             execution: self.execution.clone(),
@@ -384,6 +423,15 @@ pub enum AgentMessage {
         target: String,
         running_version: String,
     },
+    /// The agent refused a command (its MAC does not verify): nothing ran.
+    Refused {
+        v: u32,
+        target: String,
+        key: MessageKey,
+        reason: String,
+        #[serde(default)]
+        mac: String,
+    },
 }
 
 impl AgentMessage {
@@ -392,7 +440,9 @@ impl AgentMessage {
         match self {
             AgentMessage::Hello(h) => &h.target,
             AgentMessage::Status(s) => &s.target,
-            AgentMessage::Ack { target, .. } | AgentMessage::Heartbeat { target, .. } => target,
+            AgentMessage::Ack { target, .. }
+            | AgentMessage::Heartbeat { target, .. }
+            | AgentMessage::Refused { target, .. } => target,
         }
     }
 
@@ -400,7 +450,9 @@ impl AgentMessage {
         match self {
             AgentMessage::Hello(h) => h.v,
             AgentMessage::Status(s) => s.v,
-            AgentMessage::Ack { v, .. } | AgentMessage::Heartbeat { v, .. } => *v,
+            AgentMessage::Ack { v, .. }
+            | AgentMessage::Heartbeat { v, .. }
+            | AgentMessage::Refused { v, .. } => *v,
         }
     }
 
@@ -411,6 +463,15 @@ impl AgentMessage {
             AgentMessage::Status(s) => Some(s.mac_input()),
             AgentMessage::Ack { target, key, .. } => Some(ack_mac_input(target, key)),
             AgentMessage::Heartbeat { .. } => None,
+            AgentMessage::Refused {
+                target,
+                key,
+                reason,
+                ..
+            } => Some(format!(
+                "refused|{target}|{}|{}|{}|{reason}",
+                key.execution, key.action, key.sequence
+            )),
         }
     }
 
@@ -419,7 +480,7 @@ impl AgentMessage {
         match self {
             AgentMessage::Hello(h) => &h.mac,
             AgentMessage::Status(s) => &s.mac,
-            AgentMessage::Ack { mac, .. } => mac,
+            AgentMessage::Ack { mac, .. } | AgentMessage::Refused { mac, .. } => mac,
             AgentMessage::Heartbeat { .. } => "",
         }
     }
@@ -506,12 +567,33 @@ mod tests {
             kind: CommandKind::Rollback {
                 previous_version: Some("1.0".into()),
             },
+            mac: String::new(),
         });
         let json = serde_json::to_value(&c).unwrap();
         assert_eq!(json["msg"], "command");
         assert_eq!(json["kind"]["type"], "rollback");
         let back: ServerMessage = serde_json::from_value(json).unwrap();
         assert_eq!(back, c);
+    }
+
+    #[test]
+    fn command_mac_input_covers_target_and_kind() {
+        let c = Command {
+            v: 1,
+            execution: "e".into(),
+            action: "a".into(),
+            attempt: 1,
+            kind: CommandKind::Rollback {
+                previous_version: Some("1.0".into()),
+            },
+            mac: String::new(),
+        };
+        let mut other = c.clone();
+        other.kind = CommandKind::Rollback {
+            previous_version: None,
+        };
+        assert_ne!(c.mac_input("dev-1"), c.mac_input("dev-2"));
+        assert_ne!(c.mac_input("dev-1"), other.mac_input("dev-1"));
     }
 
     #[test]

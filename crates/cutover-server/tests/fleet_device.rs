@@ -1,13 +1,16 @@
 //! Device-level stories against the real fleet plane: resumed downloads, an
-//! agent killed mid-write, a server restarted mid-rollout, and a status
-//! forged for another target.
+//! agent killed mid-write, a server restarted mid-rollout, a status forged
+//! for another target, and a command forged for a device.
 
 mod fleet_common;
 
 use cutover_agent::device::http::HttpClient;
 use cutover_agent::device::mac;
 use cutover_core::engine::{RolloutSpec, Strategy, Threshold};
-use cutover_core::protocol::{AgentMessage, Channel, PROTOCOL_VERSION, Stage, StatusReport, topic};
+use cutover_core::protocol::{
+    AgentMessage, Channel, Command, CommandKind, PROTOCOL_VERSION, ServerMessage, Stage,
+    StatusReport, topic,
+};
 use cutover_server::fleet::{FleetPlane, FleetSettings};
 use fleet_common::{Broker, CREDENTIAL_PREFIX, Fleet, firmware, slot_len, wait_for};
 use std::time::Duration;
@@ -218,4 +221,111 @@ async fn a_status_published_for_another_target_is_refused_and_audited() {
         Some("1.0.0"),
         "the forged report changed nothing"
     );
+}
+
+/// A command published on a device's topic by someone without the device's
+/// credential: the real agent refuses it, runs nothing, and the server audits
+/// the refusal; a genuine rollout afterwards still goes through.
+async fn forged_command_is_refused(broker: Broker) {
+    let mut fleet = Fleet::start(broker).await;
+    let art = fleet.upload(firmware(20_000, 3), "2.0.0", None).await;
+    let i = fleet.add_agent("guarded", "").await;
+    fleet.agents[i].spawn();
+    let artifact_row = fleet.store.get_artifact(&art).await.unwrap();
+    let artifact = cutover_server::fleet::artifacts::artifact_ref(&artifact_row);
+    let intruder_key = mac::target_key("not-the-devices-credential");
+    let mut forged = Command {
+        v: PROTOCOL_VERSION,
+        execution: "exec_forged".into(),
+        action: "act_forged".into(),
+        attempt: 1,
+        kind: CommandKind::Install {
+            artifact,
+            stage_only: false,
+        },
+        mac: String::new(),
+    };
+    mac::sign_command(&mut forged, "guarded", &intruder_key);
+    let payload = serde_json::to_vec(&ServerMessage::Command(forged)).unwrap();
+    let settings =
+        cutover_agent::device::mqtt::MqttSettings::new(fleet.plane.broker_url(), "forger-client");
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(settings.options().unwrap(), 10);
+    let poll = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+    // The agent subscribes after it connects; publish until its refusal is audited.
+    let mut refused = Vec::new();
+    for _ in 0..60 {
+        client
+            .publish(
+                topic("guarded", Channel::Commands),
+                rumqttc::QoS::AtLeastOnce,
+                false,
+                payload.clone(),
+            )
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        refused = fleet
+            .store
+            .list_audit(&cutover_store::AuditFilter {
+                action: Some("agent.command.refused".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        if !refused.is_empty() {
+            break;
+        }
+    }
+    poll.abort();
+    assert!(
+        !refused.is_empty(),
+        "no refusal audited; agent log:\n{}",
+        fleet.agents[i].log()
+    );
+    assert_eq!(refused[0].subject, "guarded");
+    assert!(
+        refused[0]
+            .details
+            .to_string()
+            .contains("bad message authentication code"),
+        "{:?}",
+        refused[0].details
+    );
+    assert!(
+        fleet.agents[i]
+            .log()
+            .contains("command refused: bad message authentication code"),
+        "{}",
+        fleet.agents[i].log()
+    );
+    let status = fleet.agents[i].status();
+    assert!(
+        !status.to_string().contains("2.0.0"),
+        "a forged command wrote a slot: {status}"
+    );
+    // The server's own commands carry the device's MAC and still run.
+    let exec = fleet
+        .execute(
+            &art,
+            "2.0.0",
+            RolloutSpec::new(Strategy::Immediate),
+            &["guarded"],
+        )
+        .await;
+    assert_eq!(
+        fleet.finish(&exec, Duration::from_secs(60)).await,
+        "succeeded"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_command_is_refused_by_the_agent_and_audited_embedded() {
+    forged_command_is_refused(Broker::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_command_is_refused_by_the_agent_and_audited_mosquitto() {
+    if let Some(url) = fleet_common::external_broker() {
+        forged_command_is_refused(Broker::External(url)).await;
+    }
 }

@@ -191,3 +191,92 @@ async fn agents_polling_over_http_take_the_update_with_the_same_protocol() {
         "the polling agent sent its inventory: {t:?}"
     );
 }
+
+/// Gates between waves decided from what the server measured, and the wave
+/// rows kept up to date in the store as the rollout runs: a health gate over
+/// healthy devices passes every wave; a gate the server has no runner for
+/// stops the rollout after the first wave, saying so, and rolls it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quality_gates_are_evaluated_between_waves_and_wave_rows_follow_the_rollout() {
+    let mut fleet = Fleet::start(Broker::Embedded).await;
+    let art = fleet.upload(firmware(32 * 1024, 6), "2.0.0", None).await;
+    let ids = ["g-1", "g-2", "g-3"];
+    for id in ids {
+        let i = fleet.add_agent(id, "").await;
+        fleet.agents[i].spawn();
+    }
+    let mut spec = RolloutSpec::new(Strategy::Rolling {
+        batch_size: Threshold::Count(1),
+    });
+    spec.gate_after_each_wave = true;
+    spec.min_finished_for_error_rate = 1;
+    spec.action_timeout_ms = 60_000;
+    let gates = serde_json::json!({ "gates": [
+        { "name": "health_check" },
+        { "name": "error_rate", "max_error_rate": 0.0 },
+    ]});
+    let exec = fleet
+        .execute_with(&art, "2.0.0", spec.clone(), &ids, gates)
+        .await;
+    assert_eq!(
+        fleet.finish(&exec, Duration::from_secs(60)).await,
+        "succeeded"
+    );
+    let results = fleet.store.list_gate_results(&exec).await.unwrap();
+    assert_eq!(
+        results.len(),
+        6,
+        "two gates after each of three waves: {results:?}"
+    );
+    assert!(results.iter().all(|g| g.passed), "{results:?}");
+    let health = results.iter().find(|g| g.gate == "health_check").unwrap();
+    assert_eq!(health.detail["measured"]["healthy"], 1, "{health:?}");
+    let waves = fleet.store.list_waves(&exec).await.unwrap();
+    assert_eq!(waves.len(), 3);
+    for w in &waves {
+        assert_eq!(w.status, "succeeded", "{waves:?}");
+        assert!(w.started_at.is_some() && w.finished_at.is_some(), "{w:?}");
+        assert!(w.started_at <= w.finished_at, "{w:?}");
+    }
+    assert!(waves[0].finished_at <= waves[1].started_at, "{waves:?}");
+
+    // A scan the server cannot run: reported as such, never passed.
+    let art3 = fleet.upload(firmware(32 * 1024, 7), "3.0.0", None).await;
+    let gates = serde_json::json!({ "gates": [
+        { "name": "health_check" },
+        { "name": "security_scan" },
+    ]});
+    let exec = fleet.execute_with(&art3, "3.0.0", spec, &ids, gates).await;
+    assert_eq!(
+        fleet.finish(&exec, Duration::from_secs(60)).await,
+        "rolled_back"
+    );
+    let results = fleet.store.list_gate_results(&exec).await.unwrap();
+    assert_eq!(
+        results.len(),
+        2,
+        "only the first wave got to its gate: {results:?}"
+    );
+    let scan = results.iter().find(|g| g.gate == "security_scan").unwrap();
+    assert!(!scan.passed);
+    assert!(
+        scan.detail["reason"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be evaluated by the server"),
+        "{scan:?}"
+    );
+    assert!(results.iter().any(|g| g.gate == "health_check" && g.passed));
+    let waves = fleet.store.list_waves(&exec).await.unwrap();
+    let statuses: Vec<&str> = waves.iter().map(|w| w.status.as_str()).collect();
+    assert_eq!(
+        statuses,
+        ["rolled_back", "canceled", "canceled"],
+        "{waves:?}"
+    );
+    for a in fleet.agents.iter_mut() {
+        a.kill();
+        let s = a.status();
+        assert_eq!(s["running_version"], "2.0.0", "{}: {s}", a.id);
+    }
+}

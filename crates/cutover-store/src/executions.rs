@@ -508,6 +508,79 @@ impl Store {
         ).bind(execution_id).fetch_one(db).await?))
     }
 
+    /// What a fleet says about its targets, many at once in one transaction:
+    /// `(target id, running version, inventory)`; an inventory of `None`
+    /// keeps the stored one. A fleet reporting at once must not cost one
+    /// write transaction per target. Unknown targets are skipped.
+    pub async fn record_targets_seen(
+        &self,
+        seen: &[(String, String, Option<serde_json::Value>)],
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<()> {
+        if seen.is_empty() {
+            return Ok(());
+        }
+        let (at, updated) = (ts(at), now());
+        tx!(self, tx => {
+            for (id, version, inventory) in seen {
+                sqlx::query(
+                    "UPDATE targets SET current_version = $2, inventory = COALESCE($3, inventory), \
+                     last_seen_at = $4, updated_at = $5 WHERE id = $1",
+                )
+                .bind(id)
+                .bind(version)
+                .bind(inventory.as_ref().map(Json))
+                .bind(at)
+                .bind(updated)
+                .execute(&mut *tx)
+                .await?;
+            }
+        });
+        Ok(())
+    }
+
+    /// Registers many fleet targets with their derived MAC keys in one
+    /// transaction (`(target, key hex)`); a simulated or factory-provisioned
+    /// fleet of 100,000 must not cost one transaction per device. Groups and
+    /// labels are left as they are.
+    pub async fn enroll_targets(&self, targets: &[(crate::NewTarget, String)]) -> Result<()> {
+        for (t, _) in targets {
+            if t.kind != "device" && t.kind != "host" {
+                return Err(StoreError::Invalid(format!(
+                    "target {}: kind {:?}, expected device or host",
+                    t.id, t.kind
+                )));
+            }
+        }
+        let at = now();
+        for chunk in targets.chunks(5_000) {
+            tx!(self, tx => {
+                for (t, key) in chunk {
+                    sqlx::query(
+                        "INSERT INTO targets (id, name, environment, kind, hardware_model, current_version, \
+                         credential_hash, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) \
+                         ON CONFLICT (id) DO UPDATE SET name = excluded.name, \
+                         environment = excluded.environment, kind = excluded.kind, \
+                         hardware_model = excluded.hardware_model, \
+                         current_version = COALESCE(excluded.current_version, targets.current_version), \
+                         credential_hash = excluded.credential_hash, updated_at = excluded.updated_at",
+                    )
+                    .bind(&t.id)
+                    .bind(&t.name)
+                    .bind(&t.environment)
+                    .bind(&t.kind)
+                    .bind(&t.hardware_model)
+                    .bind(&t.current_version)
+                    .bind(key)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            });
+        }
+        Ok(())
+    }
+
     pub async fn insert_gate_result(&self, g: &NewGateResult) -> Result<()> {
         tx!(self, tx => insert_gate_results(&mut *tx, std::slice::from_ref(g)).await?);
         Ok(())

@@ -101,8 +101,24 @@ impl Store {
                 .bind(limit)
                 .fetch_all(&mut *tx)
                 .await?;
+            // Leases this owner holds and that are still valid are not written
+            // again here (`renew_lease` extends them): the orchestrator's
+            // commits hold them FOR SHARE while they update the execution row
+            // this query has just locked, and writing them would deadlock.
+            let held: Vec<(String,)> = sqlx::query_as(
+                "SELECT resource FROM leases WHERE owner = $1 AND expires_at > $2",
+            )
+            .bind(owner)
+            .bind(now)
+            .fetch_all(&mut *tx)
+            .await?;
+            let held: std::collections::HashSet<String> = held.into_iter().map(|(r,)| r).collect();
             let mut claimed = Vec::with_capacity(candidates.len());
             for e in candidates {
+                if held.contains(&execution_lease_resource(&e.id)) {
+                    claimed.push(e);
+                    continue;
+                }
                 let got: Option<(String,)> = sqlx::query_as(CLAIM_SQL)
                     .bind(execution_lease_resource(&e.id))
                     .bind(owner)

@@ -128,6 +128,8 @@ pub struct AgentStats {
     pub resent: u64,
     /// Messages from the server (commands, acknowledgements).
     pub received: u64,
+    /// Commands refused because their MAC did not verify.
+    pub refused: u64,
 }
 
 struct Pending {
@@ -363,6 +365,29 @@ impl<D: Device> Agent<D> {
 
     fn command(self: &Arc<Self>, cmd: Command) {
         let key = cmd.key();
+        if !super::mac::verify_command(&cmd, &self.id.target, &self.id.key) {
+            // Not made with this target's credential: run nothing, tell the server.
+            tracing::warn!(
+                target = %self.id.target,
+                execution = cmd.execution,
+                action = cmd.action,
+                kind = cmd.kind.name(),
+                "command refused: bad message authentication code"
+            );
+            self.inner.lock().expect("agent lock").stats.refused += 1;
+            self.send(
+                Channel::Status,
+                AgentMessage::Refused {
+                    v: PROTOCOL_VERSION,
+                    target: self.id.target.clone(),
+                    key,
+                    reason: "bad message authentication code".into(),
+                    mac: String::new(),
+                },
+                None,
+            );
+            return;
+        }
         self.send(
             Channel::Status,
             AgentMessage::Ack {

@@ -5,7 +5,7 @@
 //! carries an HMAC-SHA256 over its `mac_input()`, so a status published for
 //! another target is refused even when the broker has no per-topic ACL.
 
-use cutover_core::protocol::AgentMessage;
+use cutover_core::protocol::{AgentMessage, Command};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
@@ -48,7 +48,7 @@ pub fn sign_message(msg: &mut AgentMessage, key: &[u8]) {
     match msg {
         AgentMessage::Hello(h) => h.mac = mac,
         AgentMessage::Status(s) => s.mac = mac,
-        AgentMessage::Ack { mac: m, .. } => *m = mac,
+        AgentMessage::Ack { mac: m, .. } | AgentMessage::Refused { mac: m, .. } => *m = mac,
         AgentMessage::Heartbeat { .. } => {}
     }
 }
@@ -62,10 +62,42 @@ pub fn verify_message(msg: &AgentMessage, key: &[u8]) -> bool {
     }
 }
 
+/// Fills in the MAC of a command for `target` (the server signs with the
+/// target's stored key, the same one the agent derives from its credential).
+pub fn sign_command(cmd: &mut Command, target: &str, key: &[u8]) {
+    cmd.mac = mac_hex(key, cmd.mac_input(target).as_bytes());
+}
+
+/// Whether the command was made for `target` with `key`.
+pub fn verify_command(cmd: &Command, target: &str, key: &[u8]) -> bool {
+    verify_mac(key, cmd.mac_input(target).as_bytes(), &cmd.mac)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use cutover_core::protocol::{MessageKey, PROTOCOL_VERSION};
+
+    #[test]
+    fn a_command_verifies_only_for_its_target_and_key() {
+        use cutover_core::protocol::CommandKind;
+        let k = target_key("one");
+        let mut cmd = Command {
+            v: PROTOCOL_VERSION,
+            execution: "e".into(),
+            action: "a".into(),
+            attempt: 1,
+            kind: CommandKind::Cancel,
+            mac: String::new(),
+        };
+        assert!(!verify_command(&cmd, "dev-1", &k));
+        sign_command(&mut cmd, "dev-1", &k);
+        assert!(verify_command(&cmd, "dev-1", &k));
+        assert!(!verify_command(&cmd, "dev-2", &k));
+        assert!(!verify_command(&cmd, "dev-1", &target_key("two")));
+        cmd.attempt = 2;
+        assert!(!verify_command(&cmd, "dev-1", &k));
+    }
 
     #[test]
     fn a_message_signed_for_one_target_fails_for_another() {

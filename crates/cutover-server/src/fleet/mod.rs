@@ -8,6 +8,7 @@
 
 pub mod artifacts;
 pub mod broker;
+mod gates;
 mod inventory;
 mod orchestrator;
 mod routes;
@@ -47,7 +48,9 @@ pub struct FleetSettings {
     /// Reports gathered into one transaction at most.
     pub batch_max: usize,
     pub batch_wait_ms: u64,
-    /// MQTT connections the server publishes and subscribes on.
+    /// MQTT connections the server publishes on with an external broker (it
+    /// subscribes on one more; 0: it publishes on that one too): a target's
+    /// messages always leave on the same one, so they keep their order.
     pub mqtt_connections: usize,
 }
 
@@ -66,7 +69,7 @@ impl Default for FleetSettings {
             resend_ms: 3000,
             batch_max: 5000,
             batch_wait_ms: 5,
-            mqtt_connections: 1,
+            mqtt_connections: 4,
         }
     }
 }
@@ -99,7 +102,8 @@ pub(crate) struct Shared {
     pub progress: broadcast::Sender<ProgressEvent>,
     pub inbound: mpsc::Sender<Inbound>,
     pub inventory: mpsc::UnboundedSender<inventory::Job>,
-    pub mqtt: Option<AsyncClient>,
+    /// Publishing connections; a target's messages go out on `publishers[hash % len]`.
+    pub publishers: Vec<AsyncClient>,
     /// Targets that poll over HTTP, and what waits for them.
     pub http_targets: Mutex<HashSet<String>>,
     pub http_outbox: Mutex<HashMap<String, Vec<ServerMessage>>>,
@@ -122,7 +126,8 @@ impl Shared {
                 .push(msg);
             return;
         }
-        if let Some(client) = &self.mqtt {
+        if !self.publishers.is_empty() {
+            let client = &self.publishers[publisher_of(target, self.publishers.len())];
             let payload = serde_json::to_vec(&msg).expect("server messages serialize");
             if client
                 .try_publish(
@@ -138,6 +143,16 @@ impl Shared {
             }
         }
     }
+}
+
+/// Which publishing connection carries a target's messages (FNV-1a of its id).
+fn publisher_of(target: &str, n: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in target.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % n as u64) as usize
 }
 
 /// The running fleet plane.
@@ -171,20 +186,39 @@ impl FleetPlane {
         let (progress, _) = broadcast::channel(4096);
         let (inventory_tx, inventory_rx) = mpsc::unbounded_channel();
 
-        let mut ms = MqttSettings::new(
-            &broker_url,
-            &format!(
-                "cutover-server-{}-{}",
+        let client_id = |role: &str| {
+            format!(
+                "cutover-server-{}-{role}-{}",
                 settings.owner,
                 &uuid::Uuid::new_v4().simple().to_string()[..8]
-            ),
-        );
-        ms.username = settings.mqtt_username.clone();
-        ms.password = settings.mqtt_password.clone();
-        ms.ca_pem = settings.mqtt_ca_pem.clone();
-        ms.inflight = 1000;
-        let opts = ms.options().map_err(anyhow::Error::msg)?;
-        let (client, eventloop) = AsyncClient::new(opts, 100_000);
+            )
+        };
+        let options = |id: String| {
+            let mut ms = MqttSettings::new(&broker_url, &id);
+            ms.username = settings.mqtt_username.clone();
+            ms.password = settings.mqtt_password.clone();
+            ms.ca_pem = settings.mqtt_ca_pem.clone();
+            ms.inflight = 1000;
+            ms.options().map_err(anyhow::Error::msg)
+        };
+        // Reports arrive on one connection; commands and acknowledgements
+        // leave on others, so a full outgoing window never stalls reading.
+        // The embedded rumqttd (0.20) stopped answering every client when the
+        // server published on several connections at 10,000 devices (measured
+        // with `cutover bench fleet`), so with it the server keeps one
+        // connection for both directions.
+        let (client, eventloop) = AsyncClient::new(options(client_id("sub"))?, 500_000);
+        let mut publishers = Vec::new();
+        if settings.mqtt_url.is_some() {
+            for i in 0..settings.mqtt_connections {
+                let (p, el) = AsyncClient::new(options(client_id(&format!("pub{i}")))?, 500_000);
+                tokio::spawn(publish_loop(p.clone(), el, shutdown.clone()));
+                publishers.push(p);
+            }
+        }
+        if publishers.is_empty() {
+            publishers.push(client.clone());
+        }
 
         let shared = Arc::new(Shared {
             store,
@@ -193,7 +227,7 @@ impl FleetPlane {
             progress,
             inbound: inbound_tx.clone(),
             inventory: inventory_tx,
-            mqtt: Some(client.clone()),
+            publishers,
             http_targets: Mutex::new(HashSet::new()),
             http_outbox: Mutex::new(HashMap::new()),
         });
@@ -270,6 +304,42 @@ pub async fn enroll_target(
             &cutover_agent::device::mac::target_key_hex(credential),
         )
         .await?;
+    Ok(())
+}
+
+/// Drives a publishing connection: it only sends (and reads acknowledgements).
+async fn publish_loop(
+    client: AsyncClient,
+    mut eventloop: rumqttc::EventLoop,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => if *shutdown.borrow() { let _ = client.disconnect().await; return },
+            ev = eventloop.poll() => match ev {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => backoff = Duration::from_millis(100),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "mqtt publishing connection lost; reconnecting");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
+
+/// Registers many targets with their credentials in batched transactions.
+pub async fn enroll_targets(
+    store: &Store,
+    targets: impl IntoIterator<Item = (NewTarget, String)>,
+) -> anyhow::Result<()> {
+    let rows: Vec<(NewTarget, String)> = targets
+        .into_iter()
+        .map(|(t, credential)| (t, cutover_agent::device::mac::target_key_hex(&credential)))
+        .collect();
+    store.enroll_targets(&rows).await?;
     Ok(())
 }
 

@@ -17,12 +17,13 @@ use cutover_core::protocol::{
 };
 use cutover_store::{
     ActionUpdate, ExecutionRow, ExecutionUpdate, LeaseFence, NewActionEvent, NewAuditEntry,
-    NewExecutionEvent, StepBatch, StoreError, execution_lease_resource,
+    NewExecutionEvent, NewGateResult, StepBatch, StoreError, WaveUpdate, execution_lease_resource,
 };
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 
 fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
@@ -74,6 +75,9 @@ fn is_terminal(s: ExecutionStatus) -> bool {
 /// One execution this replica owns.
 struct Run {
     id: String,
+    /// Which load of the execution this is: writes of an older load that
+    /// follow a failed commit are dropped, the execution is read again.
+    generation: u64,
     plan_id: String,
     rollout: Rollout,
     targets: Vec<String>,
@@ -88,6 +92,40 @@ struct Run {
     status: &'static str,
     /// Reasons of failed targets, for the execution's summary.
     failures: HashMap<u32, String>,
+    /// Each wave's status as last written.
+    wave_status: Vec<&'static str>,
+    /// Each target's MAC key (commands are signed with it).
+    keys: Vec<Option<[u8; 32]>>,
+    /// Quality gates between waves (`spec.gates`).
+    gates: Vec<super::gates::GateDef>,
+    /// Per wave: succeeded targets that reported healthy, unhealthy, and
+    /// targets that refused the artifact as incompatible (for the gates; kept
+    /// in memory, so a gate right after a restart sees only later reports).
+    wave_health: Vec<[u32; 3]>,
+}
+
+impl Run {
+    /// What the server measured over `wave`, for its gates.
+    fn measure(&self, wave: u32) -> super::gates::WaveMeasure {
+        let progress = self.rollout.progress();
+        let wp = &progress.waves[wave as usize];
+        let [healthy, unhealthy, incompatible] = self
+            .wave_health
+            .get(wave as usize)
+            .copied()
+            .unwrap_or_default();
+        let threshold = self.rollout.spec().error_threshold;
+        let max = f64::from(threshold.of_ceil(wp.size)) / f64::from(wp.size.max(1));
+        super::gates::WaveMeasure {
+            wave,
+            size: wp.size,
+            counts: wp.counts,
+            healthy,
+            unhealthy,
+            incompatible,
+            default_max_error_rate: max,
+        }
+    }
 }
 
 /// What one batch decided for one run, before it is committed.
@@ -104,6 +142,13 @@ struct Pending {
 pub(crate) struct Orchestrator {
     shared: Arc<Shared>,
     runs: HashMap<String, Run>,
+    /// Executions this replica finished, so late reports are acknowledged
+    /// without reading the store.
+    finished: HashSet<String>,
+    generation: u64,
+    commits: mpsc::UnboundedSender<CommitJob>,
+    reloads: mpsc::UnboundedReceiver<(String, u64)>,
+    last_resend: Instant,
     keys: HashMap<String, Option<Vec<u8>>>,
     last_claim: Instant,
     last_renew: Instant,
@@ -112,9 +157,17 @@ pub(crate) struct Orchestrator {
 impl Orchestrator {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
         let long_ago = Instant::now() - Duration::from_secs(3600);
+        let (commits, jobs) = mpsc::unbounded_channel();
+        let (reload_tx, reloads) = mpsc::unbounded_channel();
+        tokio::spawn(committer(shared.clone(), jobs, reload_tx));
         Self {
             shared,
             runs: HashMap::new(),
+            finished: HashSet::new(),
+            generation: 0,
+            commits,
+            reloads,
+            last_resend: Instant::now(),
             keys: HashMap::new(),
             last_claim: long_ago,
             last_renew: Instant::now(),
@@ -137,26 +190,22 @@ impl Orchestrator {
                 _ = shutdown.changed() => if *shutdown.borrow() { break },
                 Some(m) = inbound.recv() => batch.push(m),
                 Some(_) = wake.recv() => woken = true,
+                Some(r) = self.reloads.recv() => self.reload(r),
                 _ = tick.tick() => {}
             }
-            // Gather what else is ready, up to the batch size.
-            let deadline = Instant::now() + Duration::from_millis(settings.batch_wait_ms);
+            // Take what else is ready, without waiting: a report is decided on
+            // as soon as it is read, and a backlog makes the batches large.
             while batch.len() < settings.batch_max {
                 match inbound.try_recv() {
                     Ok(m) => batch.push(m),
-                    Err(_) => {
-                        if batch.is_empty() || Instant::now() >= deadline {
-                            break;
-                        }
-                        tokio::task::yield_now().await;
-                        if Instant::now() >= deadline {
-                            break;
-                        }
-                    }
+                    Err(_) => break,
                 }
             }
             while wake.try_recv().is_ok() {
                 woken = true;
+            }
+            while let Ok(r) = self.reloads.try_recv() {
+                self.reload(r);
             }
             if let Err(e) = self.cycle(batch, woken).await {
                 tracing::warn!(error = %e, "orchestrator cycle failed");
@@ -172,6 +221,20 @@ impl Orchestrator {
         }
     }
 
+    /// A commit of this load of the execution failed: read it again from the store.
+    fn reload(&mut self, (id, generation): (String, u64)) {
+        if self
+            .runs
+            .get(&id)
+            .is_none_or(|r| r.generation == generation)
+        {
+            tracing::info!(execution = id, "reloading the execution from the store");
+            self.runs.remove(&id);
+            self.finished.remove(&id);
+            self.last_claim = Instant::now() - Duration::from_secs(3600);
+        }
+    }
+
     async fn cycle(&mut self, batch: Vec<Inbound>, woken: bool) -> anyhow::Result<()> {
         let settings = self.shared.settings.clone();
         let ttl = Duration::from_millis(settings.lease_ttl_ms);
@@ -183,7 +246,8 @@ impl Orchestrator {
                 .claim_runnable_executions(&settings.owner, Utc::now(), ttl, 100)
                 .await?;
             for row in claimed {
-                if !self.runs.contains_key(&row.id) {
+                // A finished execution stays claimable until its last commit lands.
+                if !self.runs.contains_key(&row.id) && !self.finished.contains(&row.id) {
                     match self.load(&row).await {
                         Ok(()) => {}
                         Err(e) => {
@@ -238,7 +302,10 @@ impl Orchestrator {
                 tracing::warn!(execution = id, error = %e, "cannot commit step");
             }
         }
-        self.resend();
+        if self.last_resend.elapsed() >= Duration::from_millis(250) {
+            self.last_resend = Instant::now();
+            self.resend();
+        }
         Ok(())
     }
 
@@ -279,6 +346,7 @@ impl Orchestrator {
             .map(|(i, a)| (a.clone(), i as u32))
             .collect();
         let n = targets.len() as u32;
+        let mut versions: HashMap<String, Option<String>> = HashMap::new();
         for chunk in targets.chunks(5000) {
             let rows = store
                 .list_targets(&cutover_store::TargetFilter {
@@ -292,12 +360,15 @@ impl Orchestrator {
                     .credential_hash
                     .as_deref()
                     .and_then(|h| hex::decode(h).ok());
+                versions.insert(r.id.clone(), r.current_version);
                 self.keys.insert(r.id, key);
             }
         }
+        self.generation += 1;
         let events = store.load_execution_events(&row.id, 0).await?;
         let mut run = Run {
             id: row.id.clone(),
+            generation: self.generation,
             plan_id: row.plan_id.clone(),
             rollout: Rollout::new(spec.clone(), n).map_err(|e| anyhow::anyhow!("{e}"))?,
             targets,
@@ -310,6 +381,28 @@ impl Orchestrator {
             seen_reports: HashSet::new(),
             status: "pending",
             failures: HashMap::new(),
+            wave_status: Vec::new(),
+            gates: Vec::new(),
+            wave_health: Vec::new(),
+            keys: Vec::new(),
+        };
+        run.wave_status = vec!["pending"; run.rollout.wave_count() as usize];
+        run.wave_health = vec![[0; 3]; run.rollout.wave_count() as usize];
+        run.keys = run
+            .targets
+            .iter()
+            .map(|t| {
+                self.keys
+                    .get(t)
+                    .cloned()
+                    .flatten()
+                    .and_then(|k| <[u8; 32]>::try_from(k.as_slice()).ok())
+            })
+            .collect();
+        run.gates = match row.spec.get("gates") {
+            Some(g) if !g.is_null() => serde_json::from_value(g.clone())
+                .map_err(|e| anyhow::anyhow!("execution {} has unreadable gates: {e}", row.id))?,
+            _ => Vec::new(),
         };
         let started = events.iter().any(|e| e.kind == "engine");
         if started {
@@ -343,11 +436,7 @@ impl Orchestrator {
             self.runs.insert(run.id.clone(), run);
         } else {
             for (i, t) in run.targets.iter().enumerate() {
-                run.previous[i] = store
-                    .get_target(t)
-                    .await
-                    .ok()
-                    .and_then(|r| r.current_version);
+                run.previous[i] = versions.get(t).cloned().flatten();
             }
             let id = run.id.clone();
             run.last_seq = events.iter().map(|e| e.seq).max().unwrap_or(0);
@@ -501,6 +590,32 @@ impl Orchestrator {
                 );
             }
             AgentMessage::Heartbeat { .. } => {}
+            AgentMessage::Refused {
+                target,
+                key,
+                reason,
+                ..
+            } => {
+                tracing::warn!(
+                    target,
+                    execution = key.execution,
+                    reason,
+                    "agent refused a command"
+                );
+                let _ = self
+                    .shared
+                    .store
+                    .append_audit(&NewAuditEntry {
+                        actor: format!("target:{target}"),
+                        action: "agent.command.refused".into(),
+                        subject: target.clone(),
+                        source_ip: None,
+                        result: "denied".into(),
+                        details: json!({ "reason": reason, "execution": key.execution, "action": key.action, "sequence": key.sequence }),
+                        at: None,
+                    })
+                    .await;
+            }
             AgentMessage::Ack { key, .. } => {
                 if let Some(run) = self.runs.get_mut(&key.execution)
                     && let Some(&t) = run.action_index.get(&key.action)
@@ -514,9 +629,12 @@ impl Orchestrator {
                 let Some(run) = self.runs.get_mut(&s.execution) else {
                     // Not ours (finished, or another replica's): acknowledge a
                     // finished execution so the agent stops re-sending.
-                    if let Ok(row) = self.shared.store.get_execution(&s.execution).await
-                        && !["pending", "running", "paused"].contains(&row.status.as_str())
-                    {
+                    let finished = self.finished.contains(&s.execution)
+                        || matches!(
+                            self.shared.store.get_execution(&s.execution).await,
+                            Ok(row) if !["pending", "running", "paused"].contains(&row.status.as_str())
+                        );
+                    if finished {
                         self.shared.send(
                             &s.target,
                             ServerMessage::Ack {
@@ -574,6 +692,15 @@ impl Orchestrator {
                 if s.stage == Stage::Failed {
                     run.failures.insert(t, s.reason.clone());
                 }
+                let w = run.rollout.wave_of(t) as usize;
+                if let Some(h) = run.wave_health.get_mut(w) {
+                    match (s.stage, &s.health, s.failed_step) {
+                        (Stage::Succeeded, Some(health), _) if health.healthy => h[0] += 1,
+                        (Stage::Succeeded, Some(_), _) => h[1] += 1,
+                        (Stage::Failed, _, Some(FailedStep::Incompatible)) => h[2] += 1,
+                        _ => {}
+                    }
+                }
                 p.action_events.push(NewActionEvent {
                     execution_id: run.id.clone(),
                     action_id: s.action.clone(),
@@ -612,8 +739,11 @@ impl Orchestrator {
         }
     }
 
-    /// Steps the engine with the batch's events, commits them with their
-    /// effects in one transaction, then sends commands and acknowledgements.
+    /// Steps the engine with the batch's events and hands their writes to the
+    /// committer, which sends the commands and acknowledgements once they are
+    /// stored. Rollbacks and cancellations leave at once: they stop harm, are
+    /// idempotent on the agent, and after a crash the engine decides them
+    /// again from the reports re-sent because they were not acknowledged.
     async fn apply(&mut self, id: &str, p: Pending) -> anyhow::Result<()> {
         let owner = self.shared.settings.owner.clone();
         let Some(run) = self.runs.get_mut(id) else {
@@ -643,29 +773,43 @@ impl Orchestrator {
                 at: at(now),
             });
         }
-        // Gates have no runner in the fleet plane yet: answer at once, saying so.
-        let mut gate_events = Vec::new();
-        for c in &out {
-            if let engine::Command::RunGate { wave } = c {
-                gate_events.push(Event::GateResult {
-                    wave: *wave,
-                    passed: true,
-                    reason: "no gate runner configured".into(),
+        // Gates are answered from what the server measured, in the same step.
+        let mut gate_results = Vec::new();
+        let mut i = 0;
+        while i < out.len() {
+            if let engine::Command::RunGate { wave } = out[i] {
+                let now = now_ms();
+                let verdict = super::gates::evaluate(&run.gates, &run.measure(wave));
+                for r in &verdict.results {
+                    gate_results.push(NewGateResult {
+                        execution_id: run.id.clone(),
+                        wave_index: Some(i64::from(wave)),
+                        gate: r.gate.clone(),
+                        kind: r.kind.to_string(),
+                        phase: "after".into(),
+                        passed: r.passed,
+                        detail: json!({ "reason": r.reason, "measured": r.measured }),
+                        at: at(now),
+                    });
+                }
+                let ev = Event::GateResult {
+                    wave,
+                    passed: verdict.passed,
+                    reason: verdict.reason,
+                };
+                run.rollout.step_into(ev.clone(), now, &mut out);
+                run.last_seq += 1;
+                exec_events.push(NewExecutionEvent {
+                    execution_id: run.id.clone(),
+                    seq: run.last_seq,
+                    kind: "engine".into(),
+                    payload: json!({ "type": "engine", "event": ev, "now": now }),
+                    at: at(now),
                 });
             }
+            i += 1;
         }
-        for ev in gate_events {
-            let now = now_ms();
-            run.rollout.step_into(ev.clone(), now, &mut out);
-            run.last_seq += 1;
-            exec_events.push(NewExecutionEvent {
-                execution_id: run.id.clone(),
-                seq: run.last_seq,
-                kind: "engine".into(),
-                payload: json!({ "type": "engine", "event": ev, "now": now }),
-                at: at(now),
-            });
-        }
+        let mut urgent: Vec<(u32, ServerMessage)> = Vec::new();
         let mut messages: Vec<(u32, ServerMessage)> = Vec::new();
         let mut decisions = Vec::new();
         for c in &out {
@@ -707,7 +851,7 @@ impl Orchestrator {
                     touched.insert(*target);
                     bumped.insert(*target);
                     let previous = run.previous.get(*target as usize).cloned().flatten();
-                    messages.push((
+                    urgent.push((
                         *target,
                         command(
                             run,
@@ -723,7 +867,7 @@ impl Orchestrator {
                     target, attempt, ..
                 } => {
                     touched.insert(*target);
-                    messages.push((
+                    urgent.push((
                         *target,
                         command(
                             run,
@@ -737,13 +881,20 @@ impl Orchestrator {
                 engine::Command::Notify { decision } => decisions.push(decision.to_string()),
             }
         }
+        let sent = Instant::now();
+        for (t, msg) in urgent {
+            self.shared.send(&run.targets[t as usize], msg.clone());
+            run.unacked.insert(t, (msg, sent));
+        }
         let now = Utc::now();
         let status = run.rollout.status();
         let status_str = execution_status(status);
         let terminal = is_terminal(status);
         let mut action_updates = Vec::with_capacity(touched.len());
+        let mut waves_touched = HashSet::new();
         for t in &touched {
             let state = run.rollout.target_state(*t);
+            waves_touched.insert(run.rollout.wave_of(*t));
             action_updates.push(ActionUpdate {
                 action_id: run.actions[*t as usize].clone(),
                 status: action_status(state).to_string(),
@@ -765,6 +916,28 @@ impl Orchestrator {
                 at: now,
             });
         }
+        if terminal {
+            waves_touched.extend(0..run.rollout.wave_count());
+        }
+        let mut wave_updates = Vec::new();
+        if !waves_touched.is_empty() {
+            let progress = run.rollout.progress();
+            for w in waves_touched {
+                let wp = &progress.waves[w as usize];
+                let new = wave_status(&wp.counts, wp.size, status);
+                let old = run.wave_status[w as usize];
+                if new != old {
+                    run.wave_status[w as usize] = new;
+                    wave_updates.push(WaveUpdate {
+                        execution_id: run.id.clone(),
+                        wave_index: i64::from(w),
+                        status: new.to_string(),
+                        started_at: (old == "pending").then_some(now),
+                        finished_at: wave_finished(new).then_some(now),
+                    });
+                }
+            }
+        }
         for d in &decisions {
             action_events.push(NewActionEvent {
                 execution_id: run.id.clone(),
@@ -778,9 +951,10 @@ impl Orchestrator {
         }
         let status_changed = status_str != run.status;
         let batch = StepBatch {
-            fence: Some(LeaseFence { resource: execution_lease_resource(&run.id), owner: owner.clone() }),
+            fence: Some(LeaseFence { resource: execution_lease_resource(&run.id), owner }),
             execution_events: exec_events,
             action_updates,
+            wave_updates,
             execution_update: (status_changed || terminal).then(|| ExecutionUpdate {
                 execution_id: run.id.clone(),
                 status: Some(status_str.to_string()),
@@ -790,71 +964,53 @@ impl Orchestrator {
                 at: now,
             }),
             action_events,
+            gate_results,
             ..Default::default()
         };
-        match self.shared.store.commit_step(&batch).await {
-            Ok(()) => {}
-            Err(StoreError::Conflict(why)) => {
-                // Someone else wrote to the log (an operator command took our
-                // sequence number, or another replica took the lease): rebuild
-                // from the store and let the agents' re-sends bring the reports again.
-                tracing::info!(
-                    execution = id,
-                    why,
-                    "event log moved; reloading the execution"
-                );
-                self.runs.remove(id);
-                self.last_claim = Instant::now() - Duration::from_secs(3600);
-                return Ok(());
-            }
-            Err(e) => return Err(e.into()),
-        }
         run.status = status_str;
-        for d in decisions {
-            tracing::info!(execution = id, "{d}");
-            let _ = self.shared.progress.send(ProgressEvent::Decision {
-                execution_id: id.to_string(),
-                message: d,
-            });
-        }
+        let mut after = Vec::with_capacity(messages.len() + acks.len());
         for (t, msg) in messages {
-            self.shared.send(&run.targets[t as usize], msg.clone());
-            run.unacked.insert(t, (msg, Instant::now()));
+            after.push((run.targets[t as usize].clone(), msg.clone()));
+            run.unacked.insert(t, (msg, sent));
         }
         for (target, key) in acks {
-            self.shared.send(
-                &target,
+            after.push((
+                target,
                 ServerMessage::Ack {
                     v: PROTOCOL_VERSION,
                     key,
                 },
-            );
+            ));
         }
-        let counts = run.rollout.totals();
-        let _ = self.shared.progress.send(ProgressEvent::Execution {
+        let progress = ProgressEvent::Execution {
             execution_id: id.to_string(),
             status: status_str.to_string(),
-            progress: serde_json::to_value(counts).unwrap_or(Value::Null),
-        });
-        if terminal {
+            progress: serde_json::to_value(run.rollout.totals()).unwrap_or(Value::Null),
+        };
+        let finish = terminal.then(|| {
             let plan_status = match status {
                 ExecutionStatus::Succeeded => "completed",
                 ExecutionStatus::Canceled => "canceled",
                 _ => "failed",
             };
-            let plan_id = run.plan_id.clone();
-            let _ = self
-                .shared
-                .store
-                .transition_plan(&plan_id, &["executing"], plan_status)
-                .await;
-            let _ = self
-                .shared
-                .store
-                .release_lease(&execution_lease_resource(id), &owner)
-                .await;
+            (run.plan_id.clone(), plan_status)
+        });
+        let job = CommitJob {
+            id: id.to_string(),
+            generation: run.generation,
+            batch,
+            after,
+            decisions,
+            progress: Some(progress),
+            finish,
+        };
+        if terminal {
             self.runs.remove(id);
+            self.finished.insert(id.to_string());
         }
+        self.commits
+            .send(job)
+            .map_err(|_| anyhow::anyhow!("the committer stopped"))?;
         Ok(())
     }
 
@@ -873,6 +1029,190 @@ impl Orchestrator {
     }
 }
 
+/// One step's writes, and what to do once they are stored.
+struct CommitJob {
+    id: String,
+    generation: u64,
+    batch: StepBatch,
+    /// Commands and acknowledgements, sent after the commit.
+    after: Vec<(String, ServerMessage)>,
+    decisions: Vec<String>,
+    progress: Option<ProgressEvent>,
+    /// A finished execution: its plan's new status; the lease is released.
+    finish: Option<(String, &'static str)>,
+}
+
+impl CommitJob {
+    /// Appends a later job of the same execution: one transaction for both.
+    fn merge(&mut self, later: CommitJob) {
+        let b = &mut self.batch;
+        let l = later.batch;
+        b.execution_events.extend(l.execution_events);
+        b.action_updates.extend(l.action_updates);
+        b.wave_updates.extend(l.wave_updates);
+        b.action_events.extend(l.action_events);
+        b.outbox.extend(l.outbox);
+        b.gate_results.extend(l.gate_results);
+        b.execution_update = match (b.execution_update.take(), l.execution_update) {
+            (Some(mut x), Some(y)) => {
+                x.status = y.status.or(x.status);
+                x.state = y.state.or(x.state);
+                x.started_at = x.started_at.or(y.started_at);
+                x.finished_at = y.finished_at.or(x.finished_at);
+                x.at = y.at;
+                Some(x)
+            }
+            (x, y) => y.or(x),
+        };
+        self.after.extend(later.after);
+        self.decisions.extend(later.decisions);
+        self.progress = later.progress.or(self.progress.take());
+        self.finish = later.finish.or(self.finish.take());
+    }
+}
+
+/// Commits the orchestrator's steps in order, merging those of one execution
+/// that queued up meanwhile into one transaction, so the engine never waits
+/// for the store. After a failed commit the later writes of that load of the
+/// execution are dropped and the orchestrator reads it again from the store;
+/// the agents re-send what was not acknowledged.
+async fn committer(
+    shared: Arc<Shared>,
+    mut jobs: mpsc::UnboundedReceiver<CommitJob>,
+    reload: mpsc::UnboundedSender<(String, u64)>,
+) {
+    let owner = shared.settings.owner.clone();
+    let mut poisoned: HashSet<(String, u64)> = HashSet::new();
+    let mut queue: Vec<CommitJob> = Vec::new();
+    while let Some(first) = jobs.recv().await {
+        queue.push(first);
+        while let Ok(j) = jobs.try_recv() {
+            match queue
+                .iter_mut()
+                .find(|q| q.id == j.id && q.generation == j.generation)
+            {
+                Some(q) => q.merge(j),
+                None => queue.push(j),
+            }
+        }
+        for mut job in queue.drain(..) {
+            let key = (job.id.clone(), job.generation);
+            if poisoned.contains(&key) {
+                continue;
+            }
+            coalesce_action_updates(&mut job.batch.action_updates);
+            if let Err(e) = shared.store.commit_step(&job.batch).await {
+                match e {
+                    StoreError::Conflict(why) => {
+                        tracing::info!(execution = job.id, why, "event log moved")
+                    }
+                    e => tracing::warn!(execution = job.id, error = %e, "cannot commit step"),
+                }
+                poisoned.insert(key.clone());
+                let _ = reload.send(key);
+                continue;
+            }
+            for d in job.decisions {
+                tracing::info!(execution = job.id, "{d}");
+                let _ = shared.progress.send(ProgressEvent::Decision {
+                    execution_id: job.id.clone(),
+                    message: d,
+                });
+            }
+            for (target, msg) in job.after {
+                shared.send(&target, msg);
+            }
+            if let Some(p) = job.progress {
+                let _ = shared.progress.send(p);
+            }
+            if let Some((plan_id, plan_status)) = job.finish {
+                let _ = shared
+                    .store
+                    .transition_plan(&plan_id, &["executing"], plan_status)
+                    .await;
+                let _ = shared
+                    .store
+                    .release_lease(&execution_lease_resource(&job.id), &owner)
+                    .await;
+            }
+        }
+    }
+}
+
+/// Keeps one update per action (the latest state, attempts added up), so a
+/// target that moved through several stages in one batch is written once.
+fn coalesce_action_updates(updates: &mut Vec<ActionUpdate>) {
+    if updates.len() < 2 {
+        return;
+    }
+    let mut index: HashMap<String, usize> = HashMap::with_capacity(updates.len());
+    let mut out: Vec<ActionUpdate> = Vec::with_capacity(updates.len());
+    for u in updates.drain(..) {
+        match index.get(&u.action_id) {
+            Some(&i) => {
+                let o = &mut out[i];
+                let bump = o.bump_attempt || u.bump_attempt;
+                if o.bump_attempt && u.bump_attempt {
+                    // Two new attempts in one batch: keep them apart.
+                    index.insert(u.action_id.clone(), out.len());
+                    out.push(u);
+                    continue;
+                }
+                o.status = u.status;
+                o.error = u.error;
+                o.last_seq = match (o.last_seq, u.last_seq) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    (a, b) => a.or(b),
+                };
+                o.at = u.at;
+                o.bump_attempt = bump;
+            }
+            None => {
+                index.insert(u.action_id.clone(), out.len());
+                out.push(u);
+            }
+        }
+    }
+    *updates = out;
+}
+
+/// A wave row's status from its targets' states.
+fn wave_status(
+    c: &cutover_core::engine::StateCounts,
+    size: u32,
+    execution: ExecutionStatus,
+) -> &'static str {
+    let in_flight = c.dispatched
+        + c.downloading
+        + c.installing
+        + c.verifying
+        + c.awaiting_retry
+        + c.rolling_back;
+    if c.pending == size {
+        return if is_terminal(execution) && execution != ExecutionStatus::Succeeded {
+            "canceled"
+        } else {
+            "pending"
+        };
+    }
+    if in_flight > 0 || (c.pending > 0 && !is_terminal(execution)) {
+        return "running";
+    }
+    if c.rolled_back > 0 || c.rollback_failed > 0 {
+        "rolled_back"
+    } else if c.failed > 0 || c.timed_out > 0 {
+        "failed"
+    } else if c.canceled > 0 || c.pending > 0 {
+        "canceled"
+    } else {
+        "succeeded"
+    }
+}
+
+fn wave_finished(status: &str) -> bool {
+    !matches!(status, "pending" | "running")
+}
+
 fn summary(failures: &HashMap<u32, String>) -> Value {
     let mut reasons: HashMap<&str, u32> = HashMap::new();
     for r in failures.values() {
@@ -881,14 +1221,21 @@ fn summary(failures: &HashMap<u32, String>) -> Value {
     json!(reasons)
 }
 
+/// A command for one target, signed with its key (a target without an
+/// enrolled credential gets an unsigned one, which its agent refuses).
 fn command(run: &Run, target: u32, attempt: u32, kind: CommandKind) -> ServerMessage {
-    ServerMessage::Command(Command {
+    let mut cmd = Command {
         v: PROTOCOL_VERSION,
         execution: run.id.clone(),
         action: run.actions[target as usize].clone(),
         attempt,
         kind,
-    })
+        mac: String::new(),
+    };
+    if let Some(Some(key)) = run.keys.get(target as usize) {
+        mac::sign_command(&mut cmd, &run.targets[target as usize], key);
+    }
+    ServerMessage::Command(cmd)
 }
 
 /// The command a target in flight is waiting for, rebuilt after a restart.
@@ -941,5 +1288,71 @@ fn stored_event(kind: &str, payload: &Value, at_ms: i64) -> Option<(Event, i64)>
             Some((Event::Operator { command }, at_ms))
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cutover_core::engine::StateCounts;
+
+    fn update(id: &str, status: &str, bump: bool) -> ActionUpdate {
+        ActionUpdate {
+            action_id: id.into(),
+            status: status.into(),
+            last_seq: None,
+            error: None,
+            bump_attempt: bump,
+            at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn updates_of_one_action_in_a_batch_are_written_once() {
+        let mut u = vec![
+            update("a", "dispatched", true),
+            update("b", "dispatched", true),
+            update("a", "downloading", false),
+            update("a", "succeeded", false),
+            update("a", "dispatched", true),
+        ];
+        coalesce_action_updates(&mut u);
+        let got: Vec<(&str, &str, bool)> = u
+            .iter()
+            .map(|u| (u.action_id.as_str(), u.status.as_str(), u.bump_attempt))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a", "succeeded", true),
+                ("b", "dispatched", true),
+                ("a", "dispatched", true)
+            ]
+        );
+    }
+
+    #[test]
+    fn wave_status_follows_its_targets() {
+        let running = ExecutionStatus::Running;
+        let c = |pending, dispatched, succeeded, failed, rolled_back| StateCounts {
+            pending,
+            dispatched,
+            succeeded,
+            failed,
+            rolled_back,
+            ..Default::default()
+        };
+        assert_eq!(wave_status(&c(3, 0, 0, 0, 0), 3, running), "pending");
+        assert_eq!(wave_status(&c(1, 1, 1, 0, 0), 3, running), "running");
+        assert_eq!(wave_status(&c(0, 0, 3, 0, 0), 3, running), "succeeded");
+        assert_eq!(wave_status(&c(0, 0, 2, 1, 0), 3, running), "failed");
+        assert_eq!(
+            wave_status(&c(0, 0, 0, 0, 3), 3, ExecutionStatus::RolledBack),
+            "rolled_back"
+        );
+        assert_eq!(
+            wave_status(&c(3, 0, 0, 0, 0), 3, ExecutionStatus::RolledBack),
+            "canceled"
+        );
     }
 }

@@ -275,6 +275,19 @@ impl Fleet {
         spec: RolloutSpec,
         targets: &[&str],
     ) -> String {
+        self.execute_with(artifact_id, version, spec, targets, serde_json::json!({}))
+            .await
+    }
+
+    /// Like `execute`, with `extra` merged into the execution's spec (e.g. `gates`).
+    pub async fn execute_with(
+        &self,
+        artifact_id: &str,
+        version: &str,
+        spec: RolloutSpec,
+        targets: &[&str],
+        extra: serde_json::Value,
+    ) -> String {
         let plan = self
             .store
             .insert_plan(&NewPlan {
@@ -305,10 +318,17 @@ impl Fleet {
                 plan_id: plan.id.clone(),
                 environment: "staging".into(),
                 status: "pending".into(),
-                spec: serde_json::json!({
-                    "plan_id": plan.id, "version": version, "artifact_id": artifact_id,
-                    "rollout": spec, "targets": ids,
-                }),
+                spec: {
+                    let mut s = serde_json::json!({
+                        "plan_id": plan.id, "version": version, "artifact_id": artifact_id,
+                        "rollout": spec, "targets": ids,
+                    });
+                    if let (Some(s), serde_json::Value::Object(extra)) = (s.as_object_mut(), extra)
+                    {
+                        s.extend(extra);
+                    }
+                    s
+                },
                 state: serde_json::Value::Null,
                 waves,
                 created_by: "test".into(),

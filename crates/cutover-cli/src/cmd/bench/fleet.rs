@@ -12,7 +12,7 @@ use anyhow::Context;
 use clap::Args;
 use cutover_agent::device::mqtt::rumqttc::{AsyncClient, Event, Packet, QoS};
 use cutover_core::engine::{RolloutSpec, Strategy, Threshold};
-use cutover_server::fleet::{FleetPlane, FleetSettings, artifacts, enroll_target};
+use cutover_server::fleet::{FleetPlane, FleetSettings, artifacts, enroll_targets};
 use cutover_store::{NewArtifact, NewExecution, NewPlan, Store};
 use std::time::{Duration, Instant};
 
@@ -113,13 +113,18 @@ pub async fn run(args: FleetBenchArgs, global: &GlobalArgs) -> anyhow::Result<u8
         hardware_model: "sim-board".into(),
         duration_s: None,
     };
-    for t in targets(&sim_args) {
-        enroll_target(&store, &t, &credential("bench", &t.id)).await?;
-    }
+    enroll_targets(
+        &store,
+        targets(&sim_args).into_iter().map(|t| {
+            let c = credential("bench", &t.id);
+            (t, c)
+        }),
+    )
+    .await?;
     let ids: Vec<String> = targets(&sim_args).into_iter().map(|t| t.id).collect();
     let fleet = SimFleet::start(&sim_args)?;
     let art = artifact(&plane, &store, "2.0.0").await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    settle(&fleet, Duration::from_secs(120)).await;
 
     // The rolling rollout in 10 waves.
     let mut spec = RolloutSpec::new(Strategy::Rolling {
@@ -155,12 +160,17 @@ pub async fn run(args: FleetBenchArgs, global: &GlobalArgs) -> anyhow::Result<u8
         prefix: format!("{prefix}a"),
         ..sim_args.clone()
     };
-    for t in targets(&abort_args) {
-        enroll_target(&store, &t, &credential("bench", &t.id)).await?;
-    }
+    enroll_targets(
+        &store,
+        targets(&abort_args).into_iter().map(|t| {
+            let c = credential("bench", &t.id);
+            (t, c)
+        }),
+    )
+    .await?;
     let abort_ids: Vec<String> = targets(&abort_args).into_iter().map(|t| t.id).collect();
     let abort_fleet = SimFleet::start(&abort_args)?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    settle(&abort_fleet, Duration::from_secs(60)).await;
     for r in 0..args.abort_runs {
         let art = artifact(&plane, &store, &format!("3.0.{r}")).await?;
         let mut spec = RolloutSpec::new(Strategy::Immediate);
@@ -279,6 +289,15 @@ async fn execute(
         .await?;
     plane.wake(&exec.id);
     Ok(exec.id)
+}
+
+/// Waits until every simulated device has its hello acknowledged, so the
+/// timed rollout does not share the broker with the fleet connecting.
+async fn settle(fleet: &SimFleet, within: Duration) {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline && fleet.agents.iter().any(|a| a.unacked() > 0) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn wait(store: &Store, exec: &str, within: Duration) -> anyhow::Result<String> {
