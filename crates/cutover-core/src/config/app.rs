@@ -21,7 +21,7 @@
 //! ```
 
 use super::values::{Duration, name_enum};
-use super::{Check, ConfigError, Vars, Warning, load};
+use super::{Check, ConfigError, ConfigFile, Vars, Warning, loader_methods};
 use indexmap::IndexMap;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
@@ -248,45 +248,20 @@ pub struct DeployConfig {
     pub docker: Option<DockerSettings>,
 }
 
+loader_methods!(DeployConfig, "deploy.yml");
+
+impl ConfigFile for DeployConfig {
+    fn check(&mut self, check: &mut Check<'_>) -> Result<(), ConfigError> {
+        self.validate(check)
+    }
+}
+
 impl DeployConfig {
     fn default_keep_releases() -> u32 {
         5
     }
     fn default_drain_timeout() -> Duration {
         Duration::from_secs(30)
-    }
-
-    /// Parses and validates a `deploy.yml`; `${VAR}` needs a default.
-    pub fn from_yaml(
-        text: &str,
-        file_name: &str,
-    ) -> Result<(DeployConfig, Vec<Warning>), ConfigError> {
-        Self::from_yaml_with(text, file_name, &Vars::none())
-    }
-
-    /// Parses and validates a `deploy.yml`, looking `${VAR}` up in `vars`.
-    pub fn from_yaml_with(
-        text: &str,
-        file_name: &str,
-        vars: &Vars<'_>,
-    ) -> Result<(DeployConfig, Vec<Warning>), ConfigError> {
-        let mut warnings = Vec::new();
-        let config = Self::parse(text, file_name, vars, &mut warnings)?;
-        Ok((config, warnings))
-    }
-
-    /// As [`Self::from_yaml_with`], but the warnings go to `warnings`, so
-    /// that those found before an error are kept as well.
-    pub fn parse(
-        text: &str,
-        file_name: &str,
-        vars: &Vars<'_>,
-        warnings: &mut Vec<Warning>,
-    ) -> Result<DeployConfig, ConfigError> {
-        let loaded = load::<DeployConfig>(text, file_name, vars, None, warnings)?;
-        let mut check = Check::new(&loaded.tree, warnings);
-        loaded.value.validate(&mut check)?;
-        Ok(loaded.value)
     }
 
     /// The docker settings, defaults when the file gives none.
@@ -424,48 +399,23 @@ pub struct HostConfig {
     pub env: String,
 }
 
+loader_methods!(HostConfig, "config.yml");
+
+impl ConfigFile for HostConfig {
+    fn check(&mut self, check: &mut Check<'_>) -> Result<(), ConfigError> {
+        if self.port == 0 {
+            return Err(check.error("port", "expected a port from 1 to 65535, found 0"));
+        }
+        validate_name(check, "env", &self.env)
+    }
+}
+
 impl HostConfig {
     fn default_manager() -> ProcessManager {
         ProcessManager::Builtin
     }
     fn default_env() -> String {
         "production".into()
-    }
-
-    /// Parses and validates a `config.yml`; `${VAR}` needs a default.
-    pub fn from_yaml(
-        text: &str,
-        file_name: &str,
-    ) -> Result<(HostConfig, Vec<Warning>), ConfigError> {
-        Self::from_yaml_with(text, file_name, &Vars::none())
-    }
-
-    /// Parses and validates a `config.yml`, looking `${VAR}` up in `vars`.
-    pub fn from_yaml_with(
-        text: &str,
-        file_name: &str,
-        vars: &Vars<'_>,
-    ) -> Result<(HostConfig, Vec<Warning>), ConfigError> {
-        let mut warnings = Vec::new();
-        let config = Self::parse(text, file_name, vars, &mut warnings)?;
-        Ok((config, warnings))
-    }
-
-    /// As [`Self::from_yaml_with`], but the warnings go to `warnings`, so
-    /// that those found before an error are kept as well.
-    pub fn parse(
-        text: &str,
-        file_name: &str,
-        vars: &Vars<'_>,
-        warnings: &mut Vec<Warning>,
-    ) -> Result<HostConfig, ConfigError> {
-        let loaded = load::<HostConfig>(text, file_name, vars, None, warnings)?;
-        let check = Check::new(&loaded.tree, warnings);
-        if loaded.value.port == 0 {
-            return Err(check.error("port", "expected a port from 1 to 65535, found 0"));
-        }
-        validate_name(&check, "env", &loaded.value.env)?;
-        Ok(loaded.value)
     }
 
     /// The text of a `config.yml` with these values, as `cutover setup` writes it.

@@ -9,7 +9,7 @@ use super::values::{
     Cidr, DatabaseUrl, Duration, EmailAddress, HttpUrl, ListenAddr, MqttUrl, Percentage, RedisUrl,
     TimeOfDay, TimeZone, name_enum,
 };
-use super::{Check, ConfigError, Vars, Warning, load};
+use super::{Check, ConfigError, ConfigFile, Vars, Warning, loader_methods};
 use indexmap::IndexMap;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
@@ -1115,47 +1115,18 @@ impl Default for Artifacts {
     }
 }
 
+loader_methods!(DeploymentConfig, "deployment-config.yaml");
+
+impl ConfigFile for DeploymentConfig {
+    const OVERRIDES: Option<(&'static [&'static str], &'static [&'static str])> =
+        Some((PLAIN_SECTIONS, NESTED_SECTIONS));
+
+    fn check(&mut self, check: &mut Check<'_>) -> Result<(), ConfigError> {
+        self.validate(check)
+    }
+}
+
 impl DeploymentConfig {
-    /// Parses and validates a `deployment-config.yaml`; `${VAR}` needs a default.
-    pub fn from_yaml(
-        text: &str,
-        file_name: &str,
-    ) -> Result<(DeploymentConfig, Vec<Warning>), ConfigError> {
-        Self::from_yaml_with(text, file_name, &Vars::none())
-    }
-
-    /// Parses and validates, with `${VAR}` and `CUTOVER_…` overrides from `vars`.
-    pub fn from_yaml_with(
-        text: &str,
-        file_name: &str,
-        vars: &Vars<'_>,
-    ) -> Result<(DeploymentConfig, Vec<Warning>), ConfigError> {
-        let mut warnings = Vec::new();
-        let config = Self::parse(text, file_name, vars, &mut warnings)?;
-        Ok((config, warnings))
-    }
-
-    /// As [`Self::from_yaml_with`], but the warnings go to `warnings`, so
-    /// that those found before an error are kept as well.
-    pub fn parse(
-        text: &str,
-        file_name: &str,
-        vars: &Vars<'_>,
-        warnings: &mut Vec<Warning>,
-    ) -> Result<DeploymentConfig, ConfigError> {
-        let loaded = load::<DeploymentConfig>(
-            text,
-            file_name,
-            vars,
-            Some((PLAIN_SECTIONS, NESTED_SECTIONS)),
-            warnings,
-        )?;
-        let mut config = loaded.value;
-        let mut check = Check::new(&loaded.tree, warnings);
-        config.validate(&mut check)?;
-        Ok(config)
-    }
-
     /// The key path a `CUTOVER_…` variable overrides, if it names one
     /// (`CUTOVER_SERVER_LISTEN` → `server.listen`).
     pub fn override_path(variable: &str) -> Option<String> {

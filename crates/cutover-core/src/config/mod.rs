@@ -173,6 +173,70 @@ pub(crate) fn load<T: DeserializeOwned>(
     Ok(Loaded { value, tree: root })
 }
 
+/// A kind of configuration file: what the one loader ([`parse`] and the
+/// methods [`loader_methods!`] gives each kind) needs to know of it.
+pub(crate) trait ConfigFile: DeserializeOwned {
+    /// The sections `CUTOVER_…` overrides reach (plain ones, then keyed
+    /// maps); `None` for files that take no overrides.
+    const OVERRIDES: Option<(&'static [&'static str], &'static [&'static str])> = None;
+
+    /// Checks what deserialization cannot (ranges, names, cross references).
+    fn check(&mut self, check: &mut Check<'_>) -> Result<(), ConfigError>;
+}
+
+/// Parses, interpolates, applies the kind's overrides, deserializes and
+/// checks; warnings go to `warnings`, so those found before an error are kept.
+pub(crate) fn parse<T: ConfigFile>(
+    text: &str,
+    file: &str,
+    vars: &Vars<'_>,
+    warnings: &mut Vec<Warning>,
+) -> Result<T, ConfigError> {
+    let loaded = load::<T>(text, file, vars, T::OVERRIDES, warnings)?;
+    let mut value = loaded.value;
+    value.check(&mut Check::new(&loaded.tree, warnings))?;
+    Ok(value)
+}
+
+/// `from_yaml`, `from_yaml_with` and `parse` as inherent methods of a
+/// [`ConfigFile`] kind, so that callers need no trait in scope.
+macro_rules! loader_methods {
+    ($kind:ident, $file:literal) => {
+        impl $kind {
+            #[doc = concat!("Parses and validates a `", $file, "`; `${VAR}` needs a default.")]
+            pub fn from_yaml(
+                text: &str,
+                file_name: &str,
+            ) -> Result<($kind, Vec<Warning>), ConfigError> {
+                Self::from_yaml_with(text, file_name, &Vars::none())
+            }
+
+            #[doc = concat!("Parses and validates a `", $file, "`, with `${VAR}` (and, where the file takes them, `CUTOVER_…` overrides) from `vars`.")]
+            pub fn from_yaml_with(
+                text: &str,
+                file_name: &str,
+                vars: &Vars<'_>,
+            ) -> Result<($kind, Vec<Warning>), ConfigError> {
+                let mut warnings = Vec::new();
+                let config = Self::parse(text, file_name, vars, &mut warnings)?;
+                Ok((config, warnings))
+            }
+
+            /// As [`Self::from_yaml_with`], but the warnings go to `warnings`, so
+            /// that those found before an error are kept as well.
+            pub fn parse(
+                text: &str,
+                file_name: &str,
+                vars: &Vars<'_>,
+                warnings: &mut Vec<Warning>,
+            ) -> Result<$kind, ConfigError> {
+                $crate::config::parse(text, file_name, vars, warnings)
+            }
+        }
+    };
+}
+pub(crate) use loader_methods;
+
 /// Validation after deserialization: errors and warnings located by key path.
 pub(crate) struct Check<'a> {
     tree: &'a Node,
