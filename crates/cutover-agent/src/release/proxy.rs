@@ -177,35 +177,61 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             }
         };
         let _ = stream.set_nodelay(true);
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let link: Link = Arc::default();
-            let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
-                .expect("an IP address is a valid header");
-            let service = hyper::service::service_fn(move |request| {
-                let shared = shared.clone();
-                let link = link.clone();
-                let peer_ip = peer_ip.clone();
-                async move { Ok::<_, Infallible>(forward(request, &shared, &link, peer, peer_ip).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
+        tokio::spawn(serve_client(stream, peer, shared.clone()));
     }
 }
 
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "upgrade",
+/// Serves one client connection. Its upstream connections are driven by the
+/// same task rather than spawned: a request and its response then pass
+/// between client and upstream without waking another task, which may sit
+/// on another thread.
+async fn serve_client(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let (upstreams_tx, mut upstreams_rx) = tokio::sync::mpsc::unbounded_channel();
+    let link = Arc::new(Link {
+        current: std::sync::Mutex::new(None),
+        upstreams: upstreams_tx,
+    });
+    let peer_ip =
+        HeaderValue::from_str(&peer.ip().to_string()).expect("an IP address is a valid header");
+    let service = hyper::service::service_fn(move |request| {
+        let shared = shared.clone();
+        let link = link.clone();
+        let peer_ip = peer_ip.clone();
+        async move { Ok::<_, Infallible>(forward(request, &shared, &link, peer, peer_ip).await) }
+    });
+    let mut serve = std::pin::pin!(
+        hyper::server::conn::http1::Builder::new()
+            .keep_alive(true)
+            .serve_connection(TokioIo::new(stream), service)
+    );
+    let mut upstreams: Vec<Pin<Box<UpstreamConnection>>> = Vec::new();
+    std::future::poll_fn(|cx| {
+        let done = serve.as_mut().poll(cx).is_ready();
+        while let Poll::Ready(Some(connection)) = upstreams_rx.poll_recv(cx) {
+            upstreams.push(Box::pin(connection));
+        }
+        // A finished (or failed) upstream connection is dropped; its sender
+        // reports closed and the next request opens a new one.
+        upstreams.retain_mut(|connection| connection.as_mut().poll(cx).is_pending());
+        if done { Poll::Ready(()) } else { Poll::Pending }
+    })
+    .await;
+}
+
+/// Headers that belong to one connection, not to the request or response.
+static HOP_BY_HOP: [HeaderName; 8] = [
+    hyper::header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    hyper::header::PROXY_AUTHENTICATE,
+    hyper::header::PROXY_AUTHORIZATION,
+    hyper::header::TE,
+    hyper::header::TRAILER,
+    hyper::header::UPGRADE,
 ];
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Headers named in Connection are hop-by-hop too.
@@ -219,7 +245,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
 }
@@ -233,10 +259,15 @@ const RETRIES: u32 = 3;
 /// connection's requests one after another, so each client connection gets
 /// its own upstream connection: no pool to contend on. It is reused while the
 /// proxy points at the same release and replaced at the first request after
-/// a switch.
-type Link = Arc<tokio::sync::Mutex<Option<(Arc<Upstream>, SendRequest<ProxyBody>)>>>;
+/// a switch. New connections go to the client connection's task to be driven.
+struct Link {
+    current: std::sync::Mutex<Option<(Arc<Upstream>, SendRequest<ProxyBody>)>>,
+    upstreams: tokio::sync::mpsc::UnboundedSender<UpstreamConnection>,
+}
 
-async fn connect(port: u16) -> Result<SendRequest<ProxyBody>, String> {
+type UpstreamConnection = hyper::client::conn::http1::Connection<TokioIo<TcpStream>, ProxyBody>;
+
+async fn connect(port: u16, link: &Link) -> Result<SendRequest<ProxyBody>, String> {
     let stream = TcpStream::connect(("127.0.0.1", port))
         .await
         .map_err(|e| format!("cannot connect to port {port}: {e}"))?;
@@ -244,8 +275,23 @@ async fn connect(port: u16) -> Result<SendRequest<ProxyBody>, String> {
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| format!("handshake with port {port} failed: {e}"))?;
-    tokio::spawn(connection);
+    if let Err(unsent) = link.upstreams.send(connection) {
+        // The client connection is gone; drive the upstream on its own.
+        tokio::spawn(unsent.0);
+    }
     Ok(sender)
+}
+
+/// The upstream connection in use by one request; back to its link on drop.
+struct Slot<'a> {
+    link: &'a Link,
+    current: Option<(Arc<Upstream>, SendRequest<ProxyBody>)>,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        *self.link.current.lock().expect("link lock") = self.current.take();
+    }
 }
 
 async fn forward(
@@ -260,18 +306,18 @@ async fn forward(
     strip_hop_by_hop(&mut parts.headers);
     let forwarded_for = match parts
         .headers
-        .get("x-forwarded-for")
+        .get(&X_FORWARDED_FOR)
         .and_then(|v| v.to_str().ok())
     {
         Some(before) => HeaderValue::from_str(&format!("{before}, {}", peer.ip())).ok(),
         None => Some(peer_ip),
     };
     if let Some(value) = forwarded_for {
-        parts.headers.insert("x-forwarded-for", value);
+        parts.headers.insert(X_FORWARDED_FOR.clone(), value);
     }
     parts
         .headers
-        .entry("x-forwarded-proto")
+        .entry(X_FORWARDED_PROTO.clone())
         .or_insert(HeaderValue::from_static("http"));
     // Origin form: the upstream gets the path, the client's Host header stays.
     let uri: hyper::Uri = match parts.uri.path_and_query() {
@@ -285,17 +331,23 @@ async fn forward(
         hyper::Method::GET | hyper::Method::HEAD | hyper::Method::OPTIONS
     );
     let mut body = Some(body.boxed());
-    let mut link = link.lock().await;
+    // Taken out for the request (requests on one connection come one at a
+    // time) and put back by `Slot`'s drop, also when the client goes away.
+    let mut slot = Slot {
+        link,
+        current: link.current.lock().expect("link lock").take(),
+    };
+    let link = &mut slot.current;
     let mut attempt = 0;
     loop {
         let Some(upstream) = shared.current.read().expect("proxy lock").clone() else {
             shared.stats.errors.fetch_add(1, Ordering::Relaxed);
             return plain(StatusCode::SERVICE_UNAVAILABLE, "no release is serving\n");
         };
-        let reuse = matches!(&*link, Some((u, s)) if Arc::ptr_eq(u, &upstream) && !s.is_closed());
+        let reuse = matches!(link, Some((u, s)) if Arc::ptr_eq(u, &upstream) && !s.is_closed());
         if !reuse {
             *link = None;
-            match connect(upstream.port).await {
+            match connect(upstream.port, slot.link).await {
                 Ok(sender) => *link = Some((upstream.clone(), sender)),
                 Err(error) => {
                     if bodyless && attempt < RETRIES {

@@ -2,11 +2,11 @@
 //!
 //! A throwaway host (temporary repos and deployments dirs, free ports) gets a
 //! static app by `cutover setup` and real `git push`es. wrk drives keep-alive
-//! load through the built-in proxy: once without switches (the baseline),
-//! then while N pushes each deploy and switch a new release. nginx, as a
-//! reverse proxy to the same release's internal port, is measured in the same
-//! run for the throughput ratio. Rollback to the warm previous release is
-//! timed last.
+//! load through the built-in proxy: without switches (the baseline), then
+//! while N pushes each deploy and switch a new release. nginx, as a reverse
+//! proxy to the same release's internal port, is measured in the same run,
+//! alternating with the proxy's baseline over a few rounds, for the throughput
+//! ratio. Rollback to the warm previous release is timed last.
 
 use super::super::GlobalArgs;
 use crate::cmd::bench::api::parse_wrk;
@@ -28,6 +28,10 @@ pub struct BenchCutoverArgs {
     /// Seconds of each baseline measurement (proxy and nginx).
     #[arg(long, default_value_t = 5)]
     pub seconds: u64,
+    /// Proxy and nginx measurements, alternating, for the throughput ratio:
+    /// on a shared machine one pair can land on a busy moment.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
     /// wrk connections.
     #[arg(long, default_value_t = 32)]
     pub connections: u32,
@@ -49,7 +53,10 @@ pub struct BenchCutoverResult {
     pub p99_ms_baseline: f64,
     pub proxy_rps: f64,
     pub nginx_rps: f64,
+    /// The median of the rounds' proxy / nginx ratios.
     pub proxy_vs_nginx: f64,
+    /// Each round's ratio, in order.
+    pub proxy_vs_nginx_rounds: Vec<f64>,
     pub push_to_healthy_ms_median: u64,
     pub push_to_healthy_ms_max: u64,
     pub rollback_warm_ms: u64,
@@ -178,6 +185,24 @@ impl Drop for Bench {
     }
 }
 
+fn round2(value: f64) -> f64 {
+    (value * 100.0).round() / 100.0
+}
+
+/// The middle value (the mean of the two middle ones for an even count).
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// nginx as a production reverse proxy would run it: a worker per core,
+/// HTTP/1.1 keep-alive connections to the upstream, and the forwarding
+/// headers the built-in proxy sets too; no access log on either side.
 fn nginx_conf(prefix: &Path, listen: u16, upstream: u16) -> String {
     let p = prefix.display();
     format!(
@@ -185,8 +210,55 @@ fn nginx_conf(prefix: &Path, listen: u16, upstream: u16) -> String {
          events {{ worker_connections 1024; }}\n\
          http {{\n  access_log off;\n  client_body_temp_path {p}/body;\n  proxy_temp_path {p}/proxy;\n  fastcgi_temp_path {p}/fastcgi;\n  uwsgi_temp_path {p}/uwsgi;\n  scgi_temp_path {p}/scgi;\n\
            upstream release {{ server 127.0.0.1:{upstream}; keepalive 64; }}\n\
-           server {{\n    listen 127.0.0.1:{listen};\n    location / {{\n      proxy_pass http://release;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_set_header Host $host;\n    }}\n  }}\n}}\n"
+           server {{\n    listen 127.0.0.1:{listen};\n    location / {{\n      proxy_pass http://release;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_set_header Host $host;\n      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n      proxy_set_header X-Forwarded-Proto $scheme;\n    }}\n  }}\n}}\n"
     )
+}
+
+/// nginx in the foreground under its own prefix; stopped when dropped.
+struct Nginx {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Nginx {
+    fn start(dir: &Path, upstream: u16) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let port = free_port()?;
+        let conf = dir.join("nginx.conf");
+        std::fs::write(&conf, nginx_conf(dir, port, upstream))?;
+        let child = Command::new("nginx")
+            .arg("-c")
+            .arg(&conf)
+            .arg("-p")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot run nginx; install it with: apt-get install -y nginx")?;
+        let nginx = Nginx { child, port };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                bail!(
+                    "nginx did not start; see {}",
+                    dir.join("error.log").display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(nginx)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // QUIT: a graceful stop of the master and its workers.
+        let _ = Command::new("kill")
+            .arg("-QUIT")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
 }
 
 pub async fn run(args: BenchCutoverArgs, global: &GlobalArgs) -> anyhow::Result<u8> {
@@ -211,8 +283,8 @@ pub async fn run(args: BenchCutoverArgs, global: &GlobalArgs) -> anyhow::Result<
             result.p99_ms_baseline
         );
         println!(
-            "proxy {:.0} req/s, nginx {:.0} req/s: proxy_vs_nginx {:.2}",
-            result.proxy_rps, result.nginx_rps, result.proxy_vs_nginx
+            "proxy {:.0} req/s, nginx {:.0} req/s: proxy_vs_nginx {:.2} (rounds {:?})",
+            result.proxy_rps, result.nginx_rps, result.proxy_vs_nginx, result.proxy_vs_nginx_rounds
         );
         println!(
             "git push to healthy (static): median {} ms, max {} ms; rollback to warm previous: {} ms",
@@ -265,9 +337,6 @@ fn bench(args: &BenchCutoverArgs) -> anyhow::Result<BenchCutoverResult> {
     bench.git(&["push", "-q", "production", "main"])?;
     let url = format!("http://127.0.0.1:{port}/");
 
-    // Baseline through the proxy, no switches.
-    let baseline = wrk_result(wrk(&url, args.seconds, args)?)?;
-
     // nginx in front of the same release's internal port.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -288,47 +357,27 @@ fn bench(args: &BenchCutoverArgs) -> anyhow::Result<BenchCutoverResult> {
         .find(|r| r.release == serving)
         .map(|r| r.port)
         .context("no port for the serving release")?;
-    let nginx_dir = bench.dir.path().join("nginx");
-    std::fs::create_dir_all(&nginx_dir)?;
-    let nginx_port = free_port()?;
-    std::fs::write(
-        nginx_dir.join("nginx.conf"),
-        nginx_conf(&nginx_dir, nginx_port, internal),
-    )?;
-    let mut nginx = Command::new("nginx")
-        .args([
-            "-c",
-            &nginx_dir.join("nginx.conf").display().to_string(),
-            "-p",
-        ])
-        .arg(&nginx_dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("cannot run nginx; install it with: apt-get install -y nginx")?;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while std::net::TcpStream::connect(("127.0.0.1", nginx_port)).is_err() {
-        if Instant::now() > deadline {
-            let _ = nginx.kill();
-            bail!(
-                "nginx did not start; see {}",
-                nginx_dir.join("error.log").display()
-            );
+    let nginx = Nginx::start(&bench.dir.path().join("nginx"), internal)?;
+    let nginx_url = format!("http://127.0.0.1:{}/", nginx.port);
+
+    // Proxy and nginx, no switches, in alternating order round after round.
+    let mut proxy_runs = Vec::new();
+    let mut nginx_runs = Vec::new();
+    for round in 0..args.rounds.max(1) {
+        if round % 2 == 0 {
+            proxy_runs.push(wrk_result(wrk(&url, args.seconds, args)?)?);
+            nginx_runs.push(wrk_result(wrk(&nginx_url, args.seconds, args)?)?);
+        } else {
+            nginx_runs.push(wrk_result(wrk(&nginx_url, args.seconds, args)?)?);
+            proxy_runs.push(wrk_result(wrk(&url, args.seconds, args)?)?);
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
-    let nginx_result = wrk(
-        &format!("http://127.0.0.1:{nginx_port}/"),
-        args.seconds,
-        args,
-    )
-    .and_then(wrk_result);
-    let _ = Command::new("kill")
-        .arg("-QUIT")
-        .arg(nginx.id().to_string())
-        .status();
-    let _ = nginx.wait();
-    let nginx_result = nginx_result?;
+    drop(nginx);
+    let ratios: Vec<f64> = proxy_runs
+        .iter()
+        .zip(&nginx_runs)
+        .map(|(proxy, nginx)| round2(proxy.rps / nginx.rps.max(f64::MIN_POSITIVE)))
+        .collect();
 
     // Switches under load: wrk runs while the pushes deploy and switch.
     let estimate = 2 + u64::from(args.switches) / 2;
@@ -365,14 +414,11 @@ fn bench(args: &BenchCutoverArgs) -> anyhow::Result<BenchCutoverResult> {
         failed_requests: during.failed,
         rps_during_switch: during.rps,
         p99_ms_during_switch: during.p99_ms,
-        p99_ms_baseline: baseline.p99_ms,
-        proxy_rps: baseline.rps,
-        nginx_rps: nginx_result.rps,
-        proxy_vs_nginx: if nginx_result.rps > 0.0 {
-            (baseline.rps / nginx_result.rps * 100.0).round() / 100.0
-        } else {
-            0.0
-        },
+        p99_ms_baseline: median(proxy_runs.iter().map(|r| r.p99_ms)),
+        proxy_rps: median(proxy_runs.iter().map(|r| r.rps)),
+        nginx_rps: median(nginx_runs.iter().map(|r| r.rps)),
+        proxy_vs_nginx: median(ratios.iter().copied()),
+        proxy_vs_nginx_rounds: ratios,
         push_to_healthy_ms_median: pushes.get(pushes.len() / 2).map(ms).unwrap_or(0),
         push_to_healthy_ms_max: pushes.last().map(ms).unwrap_or(0),
         rollback_warm_ms: rollback_ms,
@@ -384,10 +430,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn medians() {
+        assert_eq!(median([3.0, 1.0, 2.0].into_iter()), 2.0);
+        assert_eq!(median([4.0, 1.0, 2.0, 3.0].into_iter()), 2.5);
+        assert_eq!(median(std::iter::empty()), 0.0);
+    }
+
+    #[test]
     fn nginx_config_proxies_with_keepalive() {
         let conf = nginx_conf(Path::new("/tmp/n"), 8080, 9090);
         assert!(conf.contains("server 127.0.0.1:9090; keepalive 64;"));
         assert!(conf.contains("listen 127.0.0.1:8080;"));
         assert!(conf.contains("proxy_set_header Connection \"\";"));
+        assert!(conf.contains("X-Forwarded-For $proxy_add_x_forwarded_for;"));
     }
 }
