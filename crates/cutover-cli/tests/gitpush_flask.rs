@@ -2,10 +2,9 @@
 //! `git push`: a venv, `pip install -r requirements.txt` from the package
 //! index, the app started on an internal port and served through the proxy.
 
-#[path = "gitpush_support.rs"]
-mod support;
+mod gitpush_support;
 
-use support::*;
+use gitpush_support::*;
 
 #[test]
 fn flask_example_deploys_by_git_push() {

@@ -2,13 +2,12 @@
 //! bare repository, the post-receive hook running `cutover execute`, the host
 //! daemon, real app processes and real HTTP through the proxy.
 
-#[path = "gitpush_support.rs"]
-mod support;
+mod gitpush_support;
 
+use gitpush_support::*;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use support::*;
 
 #[test]
 fn static_app_deploys_by_git_push_and_other_branches_are_skipped() {

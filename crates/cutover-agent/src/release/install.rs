@@ -813,11 +813,17 @@ fn run_spec(
         AppType::Docker => {
             let docker = config.docker_settings();
             let image = docker.image.clone().unwrap_or_else(|| docker_tag(config));
+            // The container gets the release's environment by name (`-e KEY`
+            // takes the value from docker's own environment, so values stay
+            // off the command line) and PORT as the port it listens on inside.
             let mut command = format!(
-                "exec docker run --rm --name {} --env-file /dev/null -p 127.0.0.1:$PORT:{} ",
+                "exec docker run --rm --name {} -p 127.0.0.1:$PORT:{port} -e PORT={port} ",
                 shell_quote(&format!("cutover-{}-{release}", app.name)),
-                docker.container_port
+                port = docker.container_port
             );
+            for (key, _) in &env {
+                command.push_str(&format!("-e {} ", shell_quote(key)));
+            }
             for arg in &docker.run_args {
                 command.push_str(&shell_quote(arg));
                 command.push(' ');
@@ -1184,6 +1190,82 @@ mod tests {
         assert_eq!(
             app_name_from_git_dir(Path::new("/var/repos/web")).as_deref(),
             Some("web")
+        );
+    }
+
+    fn deploy_yml(text: &str) -> DeployConfig {
+        DeployConfig::from_yaml(text, "deploy.yml")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .0
+    }
+
+    fn command_of(spec: RunSpec) -> String {
+        match spec {
+            RunSpec::Process { command, .. } => command,
+            RunSpec::Static { .. } => panic!("a docker app runs a process"),
+        }
+    }
+
+    // No docker daemon runs here: these check the command lines a docker app
+    // gets, not that docker runs them.
+    #[test]
+    fn docker_apps_build_then_run_their_image_on_the_release_port() {
+        let config = deploy_yml(
+            "name: Shop
+type: docker
+healthCheck: /up
+docker:
+  context: app
+  dockerfile: build/Dockerfile
+  buildArgs:
+    VERSION: 1 2
+  containerPort: 3000
+  runArgs: [\"-v\", \"/srv/data:/data\"]
+command: serve --fast
+",
+        );
+        let dir = Path::new("/opt/deployments/shop/releases/r1");
+        assert_eq!(
+            install_command(&config, dir).as_deref(),
+            Some(
+                "docker build -t cutover-shop:latest -f app/build/Dockerfile --build-arg 'VERSION=1 2' app"
+            )
+        );
+        let app = AppLayout::new(Path::new("/opt/deployments"), "shop");
+        let env = vec![
+            (
+                "DATABASE_URL".to_string(),
+                "postgres://secret@db/shop".to_string(),
+            ),
+            ("CUTOVER_RELEASE".to_string(), "r1".to_string()),
+        ];
+        let command = command_of(run_spec(&app, &config, "r1", dir, env));
+        assert_eq!(
+            command,
+            "exec docker run --rm --name cutover-shop-r1 -p 127.0.0.1:$PORT:3000 -e PORT=3000 -e DATABASE_URL -e CUTOVER_RELEASE -v /srv/data:/data cutover-shop:latest serve --fast"
+        );
+        assert!(
+            !command.contains("secret"),
+            "values stay off the command line"
+        );
+    }
+
+    #[test]
+    fn a_docker_app_with_an_image_skips_the_build() {
+        let config = deploy_yml(
+            "name: web
+type: docker
+healthCheck: /
+docker:
+  image: registry.example/web:2
+",
+        );
+        let dir = Path::new("/tmp/r2");
+        assert_eq!(install_command(&config, dir), None);
+        let app = AppLayout::new(Path::new("/tmp"), "web");
+        assert_eq!(
+            command_of(run_spec(&app, &config, "r2", dir, Vec::new())),
+            "exec docker run --rm --name cutover-web-r2 -p 127.0.0.1:$PORT:8000 -e PORT=8000 registry.example/web:2"
         );
     }
 

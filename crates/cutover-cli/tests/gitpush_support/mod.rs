@@ -112,15 +112,13 @@ impl Server {
         std::fs::write(path, content).unwrap();
     }
 
-    /// Copies an example app from the repository's examples/ directory.
+    /// Copies an example app, subdirectories too, from the repository's
+    /// examples/ directory.
     pub fn copy_example(&self, name: &str) {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../examples")
             .join(name);
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let entry = entry.unwrap();
-            std::fs::copy(entry.path(), self.work.join(entry.file_name())).unwrap();
-        }
+        copy_tree(&dir, &self.work);
     }
 
     pub fn commit(&self, message: &str) -> String {
@@ -170,6 +168,36 @@ impl Drop for Server {
             let _ = Command::new("kill").arg("-9").arg(pid.trim()).output();
         }
     }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// Whether `program --version` runs. A missing tool skips a test on a
+/// developer's machine and fails it under CI (CI=true), which must have it.
+pub fn tool_available(program: &str) -> bool {
+    let found = Command::new(program)
+        .arg("--version")
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{program} is required under CI=true and was not found"
+        );
+        eprintln!("skipped: {program} is not installed");
+    }
+    found
 }
 
 pub fn text(out: &Output) -> String {
