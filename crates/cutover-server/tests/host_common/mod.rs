@@ -54,6 +54,7 @@ pub async fn add_host(fleet: &mut Fleet, id: &str, mqtt: bool) -> (usize, HostIn
     let root = fleet.dir.path().join(format!("host-{id}"));
     let deployments = root.join("deployments");
     let state = root.join("agent");
+    std::fs::create_dir_all(&root).expect("host dir");
     let port = free_port();
     let config = fleet.dir.path().join(format!("{id}.yaml"));
     let text = format!(
