@@ -236,9 +236,11 @@ impl Store {
     /// first entry. Kept outside the database (a log line, a backup), it also catches a
     /// rewrite of the whole store.
     pub async fn audit_head(&self) -> Result<Option<(i64, String)>> {
-        Ok(read!(self, db => sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
+        Ok(
+            read!(self, db => sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
             .fetch_optional(db)
-            .await?))
+            .await?),
+        )
     }
 
     /// Compares the end of a chain that verified row by row with the recorded head.
@@ -263,7 +265,10 @@ impl Store {
             ),
             Some((head, _)) if head < rows => broken(
                 head + 1,
-                format!("row {} was added behind the store's back: the recorded head is row {head}", head + 1),
+                format!(
+                    "row {} was added behind the store's back: the recorded head is row {head}",
+                    head + 1
+                ),
             ),
             Some((_, hash)) if hash != last_hash => broken(
                 rows,

@@ -891,13 +891,16 @@ async fn audit_chain_detects_removed_newest_rows(db: &TestDb) -> Result<()> {
     ensure!(s.audit_head().await? == Some((5, last.hash.clone())));
     // The head only moves forward, even for a writer that bypasses the store's API.
     ensure!(
-        s.execute_raw("UPDATE audit_head SET seq = 3").await.is_err(),
+        s.execute_raw("UPDATE audit_head SET seq = 3")
+            .await
+            .is_err(),
         "moving the head back must be refused"
     );
     ensure!(s.execute_raw("DELETE FROM audit_head").await.is_err());
 
     disable_audit_protection(s).await?;
-    s.execute_raw("DELETE FROM audit_log WHERE seq >= 4").await?;
+    s.execute_raw("DELETE FROM audit_log WHERE seq >= 4")
+        .await?;
     match s.verify_audit().await? {
         AuditVerification::Broken { seq: 4, reason } => {
             ensure!(reason.contains("rows 4 to 5 are missing"), "{reason}")
