@@ -161,20 +161,48 @@ impl Store {
     /// [`Store::connect`] with explicit options.
     pub async fn connect_with(url: &str, opts: &ConnectOptions) -> Result<Store> {
         let scheme = url.split(':').next().unwrap_or_default();
-        let store = match scheme {
-            "sqlite" => Self::connect_sqlite(url, opts).await?,
-            "postgres" | "postgresql" => Self::connect_postgres(url, opts).await?,
-            _ => {
-                return Err(StoreError::Invalid(format!(
-                    "database url {}: unknown scheme {scheme:?}, expected sqlite://, postgres:// or postgresql://",
-                    redact_url(url)
-                )));
+        match scheme {
+            "sqlite" => Self::connect_sqlite_retrying(url, opts).await,
+            "postgres" | "postgresql" => {
+                let store = Self::connect_postgres(url, opts).await?;
+                if opts.migrate {
+                    store.migrate().await?;
+                }
+                Ok(store)
             }
-        };
-        if opts.migrate {
-            store.migrate().await?;
+            _ => Err(StoreError::Invalid(format!(
+                "database url {}: unknown scheme {scheme:?}, expected sqlite://, postgres:// or postgresql://",
+                redact_url(url)
+            ))),
         }
-        Ok(store)
+    }
+
+    /// Opening a new file while another process does the same can fail at once with
+    /// SQLITE_BUSY: switching a fresh database to WAL takes a lock that SQLite does not wait
+    /// for with the busy handler. Such a failure is retried until the busy timeout.
+    async fn connect_sqlite_retrying(url: &str, opts: &ConnectOptions) -> Result<Store> {
+        let deadline = std::time::Instant::now() + opts.busy_timeout;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let attempt = async {
+                let store = Self::connect_sqlite(url, opts).await?;
+                if opts.migrate {
+                    store.migrate().await?;
+                }
+                Ok(store)
+            };
+            match attempt.await {
+                Err(StoreError::Backend(sqlx::Error::Database(db)))
+                    if matches!(db.code().as_deref(), Some("5" | "6"))
+                        && std::time::Instant::now() < deadline =>
+                {
+                    tracing::debug!(error = %db, "sqlite busy while opening, retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(200));
+                }
+                other => return other,
+            }
+        }
     }
 
     async fn connect_sqlite(url: &str, opts: &ConnectOptions) -> Result<Store> {
