@@ -510,8 +510,10 @@ impl Store {
 
     /// What a fleet says about its targets, many at once in one transaction:
     /// `(target id, running version, inventory)`; an inventory of `None`
-    /// keeps the stored one. A fleet reporting at once must not cost one
-    /// write transaction per target. Unknown targets are skipped.
+    /// keeps the stored one, and its `kind` (device, host) replaces the
+    /// enrolled one. An empty version (a host with nothing installed yet) is
+    /// stored as none. A fleet reporting at once must not cost one write
+    /// transaction per target. Unknown targets are skipped.
     pub async fn record_targets_seen(
         &self,
         seen: &[(String, String, Option<serde_json::Value>)],
@@ -525,13 +527,20 @@ impl Store {
             for (id, version, inventory) in seen {
                 sqlx::query(
                     "UPDATE targets SET current_version = $2, inventory = COALESCE($3, inventory), \
-                     last_seen_at = $4, updated_at = $5 WHERE id = $1",
+                     last_seen_at = $4, updated_at = $5, kind = COALESCE($6, kind) WHERE id = $1",
                 )
                 .bind(id)
-                .bind(version)
+                .bind((!version.is_empty()).then_some(version))
                 .bind(inventory.as_ref().map(Json))
                 .bind(at)
                 .bind(updated)
+                .bind(
+                    inventory
+                        .as_ref()
+                        .and_then(|i| i.get("kind")?.as_str())
+                        // Anything else would fail the whole batch on the column's check.
+                        .filter(|k| matches!(*k, "device" | "host")),
+                )
                 .execute(&mut *tx)
                 .await?;
             }

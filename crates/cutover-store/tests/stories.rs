@@ -33,6 +33,7 @@ story!(
     concurrent_connects_on_a_fresh_database,
     environments_round_trip,
     targets_with_groups_and_labels,
+    targets_seen_record_kind_and_version,
     artifacts_are_immutable,
     plan_transitions_are_compare_and_set,
     duplicate_approval_is_refused,
@@ -227,6 +228,42 @@ async fn environments_round_trip(db: &TestDb) -> Result<()> {
         s.get_environment("nowhere").await,
         Err(StoreError::NotFound)
     ));
+    Ok(())
+}
+
+async fn targets_seen_record_kind_and_version(db: &TestDb) -> Result<()> {
+    let s = &db.store;
+    s.upsert_environment(&env("production", 3)).await?;
+    for id in ["web-1", "dev-1", "dev-2"] {
+        let mut t = target(id, "production");
+        t.current_version = Some("0.9.0".into());
+        s.upsert_target(&t).await?;
+    }
+    let seen = vec![
+        // A host with nothing installed yet says "" and calls itself a host.
+        (
+            "web-1".to_string(),
+            String::new(),
+            Some(json!({"kind": "host"})),
+        ),
+        (
+            "dev-1".to_string(),
+            "1.0.0".to_string(),
+            Some(json!({"kind": "toaster"})),
+        ),
+        ("dev-2".to_string(), "1.1.0".to_string(), None),
+        ("unknown".to_string(), "1.0.0".to_string(), None),
+    ];
+    s.record_targets_seen(&seen, t0()).await?;
+    let web = s.get_target("web-1").await?;
+    ensure!(
+        web.kind == "host" && web.current_version.is_none(),
+        "{web:?}"
+    );
+    let dev1 = s.get_target("dev-1").await?;
+    ensure!(dev1.kind == "device" && dev1.current_version.as_deref() == Some("1.0.0"));
+    let dev2 = s.get_target("dev-2").await?;
+    ensure!(dev2.kind == "device" && dev2.current_version.as_deref() == Some("1.1.0"));
     Ok(())
 }
 
