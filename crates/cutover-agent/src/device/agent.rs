@@ -46,6 +46,30 @@ pub struct JobRecord {
     pub final_report: Option<StatusReport>,
 }
 
+/// Writes the job record atomically (temporary file, fsync, rename), or removes it for
+/// `None`: what every `Device` keeps so a restart resumes its job.
+pub fn save_job_file(path: &std::path::Path, job: Option<&JobRecord>) {
+    match job {
+        None => {
+            let _ = std::fs::remove_file(path);
+        }
+        Some(job) => {
+            let tmp = path.with_extension("json.tmp");
+            let bytes = serde_json::to_vec(job).expect("job serializes");
+            if std::fs::write(&tmp, bytes).is_ok() {
+                let _ = std::fs::File::open(&tmp).and_then(|f| f.sync_all());
+                let _ = std::fs::rename(&tmp, path);
+            }
+        }
+    }
+}
+
+/// Reads the job record [`save_job_file`] wrote; none when absent or unreadable.
+pub fn load_job_file(path: &std::path::Path) -> Option<JobRecord> {
+    let bytes = std::fs::read(path).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
 /// What the agent does to the device. The real agent writes slots on disk;
 /// the simulator only waits and rolls dice.
 pub trait Device: Send + Sync + 'static {

@@ -510,25 +510,11 @@ impl Device for HostDevice {
     }
 
     fn save_job(&self, job: Option<&JobRecord>) {
-        let path = self.job_path();
-        match job {
-            None => {
-                let _ = std::fs::remove_file(&path);
-            }
-            Some(job) => {
-                let tmp = path.with_extension("json.tmp");
-                let bytes = serde_json::to_vec(job).expect("job serializes");
-                if std::fs::write(&tmp, bytes).is_ok() {
-                    let _ = std::fs::File::open(&tmp).and_then(|f| f.sync_all());
-                    let _ = std::fs::rename(&tmp, &path);
-                }
-            }
-        }
+        crate::device::agent::save_job_file(&self.job_path(), job);
     }
 
     fn load_job(&self) -> Option<JobRecord> {
-        let bytes = std::fs::read(self.job_path()).ok()?;
-        serde_json::from_slice(&bytes).ok()
+        crate::device::agent::load_job_file(&self.job_path())
     }
 
     fn health(&self) -> Option<Health> {

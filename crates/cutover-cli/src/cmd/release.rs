@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use cutover_agent::release::client::{HostClient, Launcher};
 use cutover_agent::release::export::ExportLimits;
-use cutover_agent::release::host::{self, HostPaths};
+use cutover_agent::release::host::HostPaths;
 use cutover_agent::release::install::{self, DeployError, DeployOptions, Manifest};
 use cutover_agent::release::layout::{AppLayout, tail};
 use cutover_agent::release::protocol::{Request, RunSpec};
@@ -20,7 +20,6 @@ use cutover_agent::release::{history, lock, managers};
 use cutover_core::config::{HostConfig, ProcessManager};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// A documented deploy.yml, as `cutover init` writes it.
@@ -768,49 +767,13 @@ async fn logs(
 
 async fn host_run(dirs: &DirArgs, run: &RunArgs) -> anyhow::Result<u8> {
     let deployments = dirs.deployments();
-    std::fs::create_dir_all(&deployments)
-        .with_context(|| format!("cannot create {}", deployments.display()))?;
-    // Leave the session of whoever started us (a git hook, an ssh login).
-    host::detach_session();
-    let shutdown = Arc::new(tokio::sync::Notify::new());
-    {
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("signal handler");
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            shutdown.notify_one();
-        });
-    }
-    {
-        // Bring back what was serving before the daemon last stopped.
-        let deployments = deployments.clone();
-        let run = run.clone();
-        tokio::spawn(async move {
-            let client = HostClient::new(&deployments);
-            for _ in 0..200 {
-                if client.is_running().await {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            let printer = |line: &str| eprintln!("{line}");
-            install::restore_all(
-                &deployments,
-                &run.bind_host,
-                Duration::from_secs(run.keep_warm),
-                &printer,
-            )
-            .await;
-        });
-    }
-    host::run(&deployments, shutdown)
-        .await
-        .with_context(|| format!("host daemon in {} failed", deployments.display()))?;
+    cutover_agent::host::daemon::run(
+        &deployments,
+        &run.bind_host,
+        Duration::from_secs(run.keep_warm),
+    )
+    .await
+    .with_context(|| format!("host daemon in {} failed", deployments.display()))?;
     Ok(0)
 }
 
