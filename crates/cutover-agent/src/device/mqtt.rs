@@ -1,11 +1,12 @@
 //! The MQTT transport: one connection carries one agent, or many (the fleet
-//! simulator, like a gateway). Subscribes to each target's commands topic on
-//! every connect (the session is not assumed kept), sends each agent's
+//! simulator, like a gateway). Subscribes to each target's commands topic (or,
+//! for many agents, to all of them at once) on every connect (the session is
+//! not assumed kept), sends each agent's
 //! inventory, publishes outgoing messages with QoS 1, and drives re-sends
 //! and heartbeats.
 
 use super::agent::{Agent, Device, Outgoing};
-use cutover_core::protocol::{Channel, ServerMessage, parse_topic, topic};
+use cutover_core::protocol::{Channel, ServerMessage, parse_topic, topic, topic_filter_all};
 /// The MQTT client crate, for callers that measure the broker itself.
 pub use rumqttc;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, SubscribeFilter, Transport};
@@ -13,6 +14,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
+
+/// Above this many agents on one connection (a gateway, the fleet simulator), the
+/// connection subscribes to every target's commands with one wildcard filter and drops
+/// those of targets it does not carry. rumqttd, the embedded broker, matches every new
+/// topic against every filter on one thread: with one filter per device, 10,000 devices
+/// kept its router busy past the clients' keep-alive, and the reconnects and
+/// resubscriptions that followed kept it there. The price is that each such connection
+/// receives every target's commands.
+pub const GATEWAY_AGENTS: usize = 64;
 
 /// Where and how to connect.
 #[derive(Debug, Clone)]
@@ -167,10 +177,14 @@ pub async fn run_connection<D: Device>(
             ev = eventloop.poll() => match ev {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     backoff = Duration::from_millis(100);
-                    let filters: Vec<SubscribeFilter> = agents
-                        .keys()
-                        .map(|id| SubscribeFilter::new(topic(id, Channel::Commands), QoS::AtLeastOnce))
-                        .collect();
+                    let filters: Vec<SubscribeFilter> = if agents.len() > GATEWAY_AGENTS {
+                        vec![SubscribeFilter::new(topic_filter_all(Channel::Commands), QoS::AtLeastOnce)]
+                    } else {
+                        agents
+                            .keys()
+                            .map(|id| SubscribeFilter::new(topic(id, Channel::Commands), QoS::AtLeastOnce))
+                            .collect()
+                    };
                     let client = client.clone();
                     let hello_agents = agents.clone();
                     // Subscribing from another task keeps this loop polling.
