@@ -133,6 +133,10 @@ security:
   api_key_auth: true
   rate_limiting:
     enabled: false
+# The flow test finishes executions by writing the store itself, as another replica would:
+# read the store on every request rather than within the cache's second.
+server:
+  read_cache_ttl: 0s
 "#;
 
 const PLAN: &str = r#"

@@ -8,6 +8,7 @@
 //! their own per-target credentials and skip this guard.
 
 use crate::auth::Principal;
+use crate::fleet::{FleetPlane, ProgressEvent};
 use crate::problem::ApiError;
 use crate::ratelimit::Decision;
 use crate::routes;
@@ -283,6 +284,8 @@ pub struct Server {
     /// Routes merged into the app (the fleet plane's artifacts and agent endpoints).
     pub extra_routes: Option<Router>,
     pub waker: Option<Arc<dyn ExecutionWaker>>,
+    /// What the orchestrator committed, so cached reads and event streams follow at once.
+    pub execution_changes: Option<tokio::sync::broadcast::Receiver<ProgressEvent>>,
 }
 
 impl Server {
@@ -292,7 +295,17 @@ impl Server {
             store,
             extra_routes: None,
             waker: None,
+            execution_changes: None,
         }
+    }
+
+    /// Serves the fleet plane's routes beside the API; the API wakes its orchestrator, and
+    /// hears of every step it commits.
+    pub fn with_fleet(mut self, plane: &FleetPlane) -> Self {
+        self.extra_routes = Some(plane.router());
+        self.waker = Some(Arc::new(plane.clone()));
+        self.execution_changes = Some(plane.progress());
+        self
     }
 
     /// Syncs environments, then serves on `listener` until `shutdown` completes.
@@ -303,6 +316,9 @@ impl Server {
     ) -> anyhow::Result<()> {
         sync_environments(&self.store, &self.settings).await?;
         let state = AppState::new(self.store, self.settings, self.waker);
+        if let Some(changes) = self.execution_changes {
+            tokio::spawn(follow_commits(changes, state.clone()));
+        }
         let closing = state.closing.clone();
         let shutdown = async move {
             shutdown.await;
@@ -316,6 +332,23 @@ impl Server {
         .with_graceful_shutdown(shutdown)
         .await?;
         Ok(())
+    }
+}
+
+/// Notes every execution the orchestrator committed a step of; after missing some (a
+/// lagging receiver), drops every cached read.
+async fn follow_commits(
+    mut changes: tokio::sync::broadcast::Receiver<ProgressEvent>,
+    state: AppState,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match changes.recv().await {
+            Ok(ProgressEvent::Execution { execution_id, .. })
+            | Ok(ProgressEvent::Decision { execution_id, .. }) => state.noted(&execution_id),
+            Err(RecvError::Lagged(_)) => state.reads.clear(),
+            Err(RecvError::Closed) => return,
+        }
     }
 }
 

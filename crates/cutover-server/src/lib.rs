@@ -13,6 +13,7 @@ pub mod net;
 pub mod openapi;
 pub mod problem;
 pub mod ratelimit;
+pub mod read_cache;
 pub mod routes;
 pub mod settings;
 pub mod state;

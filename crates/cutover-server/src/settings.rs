@@ -154,6 +154,10 @@ pub struct ServerSettings {
     pub event_poll: Duration,
     /// Timeout of each environment health check.
     pub health_check_timeout: Duration,
+    /// How long a deployment's status or a deployment list may be served from memory.
+    /// This server's own changes drop them at once; another replica's show within it.
+    /// Zero reads the store every time.
+    pub read_cache_ttl: Duration,
 }
 
 impl ServerSettings {
@@ -165,6 +169,7 @@ impl ServerSettings {
             key_secret,
             event_poll: Duration::from_millis(500),
             health_check_timeout: Duration::from_secs(5),
+            read_cache_ttl: Duration::from_secs(1),
         }
     }
 }
@@ -176,6 +181,7 @@ pub fn from_config(
     key_secret: Vec<u8>,
 ) -> ServerSettings {
     let mut settings = ServerSettings::new(key_secret);
+    settings.read_cache_ttl = config.server.read_cache_ttl.into();
     if !config.environments.is_empty() {
         settings.environments = config
             .environments

@@ -36,6 +36,8 @@ pub struct Inner {
     /// Execution ids this server changed, so open event streams look at once.
     pub changes: tokio::sync::broadcast::Sender<String>,
     pub http: reqwest::Client,
+    /// Deployment status and list bodies, dropped when an execution changes.
+    pub reads: crate::read_cache::ReadCache,
     /// Set when the server is shutting down, so event streams end.
     pub closing: tokio::sync::watch::Sender<bool>,
 }
@@ -81,6 +83,7 @@ impl AppState {
             changes,
             http,
             closing: tokio::sync::watch::Sender::new(false),
+            reads: crate::read_cache::ReadCache::new(settings.read_cache_ttl),
             store,
             settings,
         }))
@@ -90,11 +93,18 @@ impl AppState {
         self.settings.environments.iter().find(|e| e.name == name)
     }
 
-    /// Nudges the orchestrator and open event streams about `execution_id`.
+    /// An API command changed `execution_id`: nudges the orchestrator, then [`Self::noted`].
     pub fn changed(&self, execution_id: &str) {
         if let Some(w) = &self.waker {
             w.wake(execution_id);
         }
+        self.noted(execution_id);
+    }
+
+    /// `execution_id` changed in the store: cached reads of it are dropped before open
+    /// event streams look again.
+    pub fn noted(&self, execution_id: &str) {
+        self.reads.changed(execution_id);
         let _ = self.changes.send(execution_id.to_string());
     }
 

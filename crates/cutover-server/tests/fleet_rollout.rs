@@ -280,3 +280,75 @@ async fn quality_gates_are_evaluated_between_waves_and_wave_rows_follow_the_roll
         assert_eq!(s["running_version"], "2.0.0", "{}: {s}", a.id);
     }
 }
+
+/// The API answers status from memory (`read_cache_ttl`), here for ten minutes: only the
+/// orchestrator's commits, heard through the fleet plane, can move what it shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_status_follows_the_orchestrator_through_the_read_cache() {
+    use cutover_server::auth::{Role, create_key};
+    let mut fleet = Fleet::start(Broker::Embedded).await;
+    let secret = b"read-cache-test-secret-0123456789abcdef".to_vec();
+    let mut settings = cutover_server::ServerSettings::new(secret.clone());
+    settings.security.rate_limit = None;
+    settings.read_cache_ttl = Duration::from_secs(600);
+    let (_, key) = create_key(&fleet.store, &secret, "viewer", Role::Viewer, None, None)
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server =
+        cutover_server::Server::new(settings, fleet.store.clone()).with_fleet(&fleet.plane);
+    tokio::spawn(server.serve(listener, std::future::pending()));
+
+    let art = fleet.upload(firmware(64 * 1024, 3), "2.0.0", None).await;
+    for id in ["dev-1", "dev-2", "dev-3"] {
+        let i = fleet.add_agent(id, "").await;
+        fleet.agents[i].spawn();
+    }
+    let http = reqwest::Client::new();
+    let get = |path: String| {
+        let http = http.clone();
+        let key = key.clone();
+        let base = base.clone();
+        async move {
+            let r = http
+                .get(format!("{base}{path}"))
+                .header("X-API-Key", key)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{path}");
+            r.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let exec = fleet
+        .execute(&art, "2.0.0", canary_spec(), &["dev-1", "dev-2", "dev-3"])
+        .await;
+    // Read it while it runs, so what the cache holds is older than the end.
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let last = loop {
+        let status = get(format!("/api/deployments/{exec}")).await;
+        let s = status["status"].as_str().unwrap().to_string();
+        if seen.last() != Some(&s) {
+            seen.push(s.clone());
+        }
+        if ["succeeded", "failed", "rolled_back", "canceled"].contains(&s.as_str()) {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "status still {s} after 60 s (seen {seen:?}); store says {}",
+            fleet.store.get_execution(&exec).await.unwrap().status
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(last["status"], "succeeded", "{last}");
+    assert!(seen.len() >= 2, "only {seen:?} was seen");
+    assert_eq!(
+        fleet.store.get_execution(&exec).await.unwrap().status,
+        "succeeded"
+    );
+    let list = get("/api/deployments?limit=5".into()).await;
+    assert_eq!(list["deployments"][0]["status"], "succeeded", "{list}");
+}

@@ -14,7 +14,6 @@ use cutover_agent::device::mac;
 use cutover_agent::device::mqtt::{MqttSettings, run_connection};
 use cutover_agent::device::sim::{SimDevice, SimProfile};
 use cutover_core::protocol::{ArtifactRef, FailedStep, Health, SlotInfo};
-use cutover_server::ExecutionWaker;
 use cutover_server::auth::Role;
 use cutover_server::fleet::{FleetPlane, FleetSettings, ProgressEvent, artifacts, enroll_target};
 use cutover_server::settings::{RateLimitSettings, ServerSettings};
@@ -227,15 +226,6 @@ fn fleet_targets(devices: u32) -> Vec<NewTarget> {
     out
 }
 
-/// Lets the API wake the fleet plane's orchestrator.
-struct Waker(FleetPlane);
-
-impl ExecutionWaker for Waker {
-    fn wake(&self, execution_id: &str) {
-        self.0.wake(execution_id);
-    }
-}
-
 /// The REST API as the story's steps call it.
 struct Client {
     http: reqwest::Client,
@@ -360,9 +350,7 @@ pub async fn run(args: DemoArgs, _global: &GlobalArgs) -> anyhow::Result<u8> {
     .context("cannot start the fleet plane (embedded mqtt broker and orchestrator)")?;
     let mut decisions = plane.progress();
     let (stop_api, mut api_shutdown) = tokio::sync::watch::channel(false);
-    let mut server = cutover_server::Server::new(settings, store.clone());
-    server.extra_routes = Some(plane.router());
-    server.waker = Some(Arc::new(Waker(plane.clone())));
+    let server = cutover_server::Server::new(settings, store.clone()).with_fleet(&plane);
     let server_task = tokio::spawn(server.serve(listener, async move {
         let _ = api_shutdown.wait_for(|s| *s).await;
     }));

@@ -5,12 +5,10 @@ use super::GlobalArgs;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use cutover_core::config::{DeploymentConfig, Vars};
-use cutover_server::ExecutionWaker;
 use cutover_server::fleet::{FleetPlane, FleetSettings};
 use cutover_server::settings::{ServerSettings, from_config};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 #[derive(Debug, Subcommand)]
 pub enum ServeCommand {
@@ -56,15 +54,6 @@ pub struct ServeArgs {
     /// Where artifact blobs are kept; overrides artifacts.dir.
     #[arg(long, value_name = "DIR")]
     pub artifact_dir: Option<PathBuf>,
-}
-
-/// Lets the API wake the fleet plane's orchestrator.
-struct FleetWaker(FleetPlane);
-
-impl ExecutionWaker for FleetWaker {
-    fn wake(&self, execution_id: &str) {
-        self.0.wake(execution_id);
-    }
 }
 
 /// The fleet plane's settings from the configuration and flags.
@@ -226,9 +215,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<u8> {
         let _ = stop_fleet.send(true);
     };
     let mut server = cutover_server::Server::new(settings, store);
-    if let Some(fleet) = fleet {
-        server.extra_routes = Some(fleet.router());
-        server.waker = Some(Arc::new(FleetWaker(fleet)));
+    if let Some(fleet) = &fleet {
+        server = server.with_fleet(fleet);
     }
     server.serve(listener, shutdown).await?;
     Ok(0)

@@ -1035,6 +1035,10 @@ pub struct Server {
     /// behind a proxy.
     pub public_url: Option<HttpUrl>,
     pub request_timeout: Duration,
+    /// How long a deployment's status or list may be answered from memory. The server's own
+    /// changes drop it at once; with several replicas on one database, what another replica
+    /// changed shows within this time. `0s` reads the store for every request.
+    pub read_cache_ttl: Duration,
 }
 
 impl Default for Server {
@@ -1043,6 +1047,7 @@ impl Default for Server {
             listen: ListenAddr(std::net::SocketAddr::from(([127, 0, 0, 1], 5001))),
             public_url: None,
             request_timeout: Duration::from_secs(30),
+            read_cache_ttl: Duration::from_secs(1),
         }
     }
 }

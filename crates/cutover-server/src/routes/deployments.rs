@@ -13,10 +13,11 @@ use crate::problem::{ApiError, ApiJson, Problem, not_found_as};
 use crate::routes::{execution_status, head_summary, terminal};
 use crate::state::{AppState, Caller};
 use axum::Json;
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::extract::{Path, Query, RawQuery, State};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use chrono::Utc;
 use cutover_store::{ExecutionFilter, NewExecution, NewExecutionEvent, StepBatch, StoreError};
 use futures::Stream;
@@ -198,8 +199,14 @@ pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
     Query(q): Query<ListQuery>,
-) -> Result<Json<ExecutionList>, ApiError> {
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
     principal.require(Role::Viewer)?;
+    let key = raw.unwrap_or_default();
+    if let Some(body) = state.reads.list(&key) {
+        return Ok(json_body(body));
+    }
+    let start = state.reads.begin();
     let rows = state
         .store
         .list_execution_heads(&ExecutionFilter {
@@ -218,9 +225,29 @@ pub async fn list(
             ..Default::default()
         })
         .await?;
-    Ok(Json(ExecutionList {
+    let body = to_body(&ExecutionList {
         deployments: rows.into_iter().map(head_summary).collect(),
-    }))
+    })?;
+    state.reads.put_list(&key, start, body.clone());
+    Ok(json_body(body))
+}
+
+/// A JSON body as bytes, kept by the read cache and sent as is.
+fn to_body<T: serde::Serialize>(value: &T) -> Result<Bytes, ApiError> {
+    serde_json::to_vec(value)
+        .map(Bytes::from)
+        .map_err(|e| ApiError::internal(format!("cannot encode the response: {e}")))
+}
+
+fn json_body(body: Bytes) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// A deployment's status with progress per wave.
@@ -232,9 +259,15 @@ pub async fn show(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
-) -> Result<Json<ExecutionView>, ApiError> {
+) -> Result<Response, ApiError> {
     principal.require(Role::Viewer)?;
-    Ok(Json(execution_status(&state, &id).await?))
+    if let Some(body) = state.reads.status(&id) {
+        return Ok(json_body(body));
+    }
+    let start = state.reads.begin();
+    let body = to_body(&execution_status(&state, &id).await?)?;
+    state.reads.put_status(&id, start, body.clone());
+    Ok(json_body(body))
 }
 
 /// Live progress as server-sent events: a `progress` event (the same body as

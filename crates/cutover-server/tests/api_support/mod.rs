@@ -62,6 +62,9 @@ pub fn test_settings() -> ServerSettings {
     s.security.rate_limit = None;
     s.security.jwt.hs256_secret = Some(JWT_SECRET.to_vec());
     s.event_poll = std::time::Duration::from_millis(50);
+    // These tests finish executions by writing the store themselves, as another replica
+    // would, so reads are not cached here (`api_read_cache.rs` tests the cache).
+    s.read_cache_ttl = std::time::Duration::ZERO;
     s
 }
 

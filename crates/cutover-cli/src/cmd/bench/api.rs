@@ -44,6 +44,10 @@ pub struct ApiBenchArgs {
     /// Connections of the server's read pool.
     #[arg(long, default_value_t = 8)]
     pub pool: u32,
+    /// The server's `read_cache_ttl` in milliseconds (0: every request reads the store);
+    /// the server's default when absent.
+    #[arg(long, value_name = "MS")]
+    pub read_cache_ms: Option<u64>,
 }
 
 /// The figures of one run.
@@ -58,6 +62,7 @@ pub struct ApiBenchResult {
     pub connections: u32,
     pub list_share: f64,
     pub backend: &'static str,
+    pub read_cache_ms: u128,
 }
 
 pub async fn run(args: ApiBenchArgs, _global: &GlobalArgs) -> anyhow::Result<u8> {
@@ -75,7 +80,7 @@ pub async fn run(args: ApiBenchArgs, _global: &GlobalArgs) -> anyhow::Result<u8>
         println!(
             "{}",
             serde_json::to_string(
-                &json!({"rps": result.rps, "p99_ms": result.p99_ms, "p50_ms": result.p50_ms, "requests": result.requests, "executions": result.executions, "duration_s": result.duration_s, "connections": result.connections, "list_share": result.list_share, "backend": result.backend})
+                &json!({"rps": result.rps, "p99_ms": result.p99_ms, "p50_ms": result.p50_ms, "requests": result.requests, "executions": result.executions, "duration_s": result.duration_s, "connections": result.connections, "list_share": result.list_share, "backend": result.backend, "read_cache_ms": result.read_cache_ms})
             )?
         );
     } else {
@@ -301,6 +306,9 @@ async fn run_on(args: &ApiBenchArgs, db: &BenchDb) -> anyhow::Result<ApiBenchRes
     let store = db.store.clone();
     let mut settings = ServerSettings::new(b"bench-secret-0123456789abcdef0123456789".to_vec());
     settings.security.rate_limit = None;
+    if let Some(ms) = args.read_cache_ms {
+        settings.read_cache_ttl = Duration::from_millis(ms);
+    }
     cutover_server::sync_environments(&store, &settings).await?;
     let ids = populate(&store, args.executions)
         .await
@@ -314,6 +322,7 @@ async fn run_on(args: &ApiBenchArgs, db: &BenchDb) -> anyhow::Result<ApiBenchRes
         None,
     )
     .await?;
+    let read_cache_ms = settings.read_cache_ttl.as_millis();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -367,6 +376,7 @@ async fn run_on(args: &ApiBenchArgs, db: &BenchDb) -> anyhow::Result<ApiBenchRes
         connections: args.connections,
         list_share: args.list_share,
         backend: db.backend(),
+        read_cache_ms,
     })
 }
 
@@ -409,6 +419,7 @@ mod tests {
             list_share: 0.5,
             database: None,
             pool: 4,
+            read_cache_ms: None,
         };
         let r = bench(&args).await.unwrap();
         assert!(r.requests > 10, "{r:?}");
