@@ -290,6 +290,7 @@ impl Driver {
                 wave,
                 passed,
                 reason: String::new(),
+                hold: false,
             },
         };
         self.feed(event);

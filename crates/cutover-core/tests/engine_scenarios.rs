@@ -502,7 +502,8 @@ fn gates_run_after_each_wave_and_a_failed_gate_aborts() {
             Event::GateResult {
                 wave: 1,
                 passed: true,
-                reason: String::new()
+                reason: String::new(),
+                hold: false,
             },
             T0 + 2
         )
@@ -513,6 +514,7 @@ fn gates_run_after_each_wave_and_a_failed_gate_aborts() {
             wave: 0,
             passed: true,
             reason: "health_check ok".into(),
+            hold: false,
         },
         T0 + 2,
     );
@@ -524,6 +526,7 @@ fn gates_run_after_each_wave_and_a_failed_gate_aborts() {
             wave: 1,
             passed: false,
             reason: "functionality_test: 3 failures".into(),
+            hold: false,
         },
         T0 + 4,
     );
@@ -534,6 +537,52 @@ fn gates_run_after_each_wave_and_a_failed_gate_aborts() {
     assert_eq!(
         rollbacks(&cmds).iter().map(|r| r.0).collect::<Vec<_>>(),
         vec![1, 0]
+    );
+}
+
+#[test]
+fn a_gate_waiting_for_a_person_pauses_without_rolling_back_and_a_resume_passes_it() {
+    let mut s = spec(Strategy::Rolling {
+        batch_size: Threshold::Count(1),
+    });
+    s.gate_after_each_wave = true;
+    s.auto_rollback = true;
+    let mut r = Rollout::new(s, 2).unwrap();
+    r.start(T0);
+    succeed(&mut r, 0, T0 + 1);
+    let reason = "gate user_acceptance_test waits for a person: resume the deployment to pass it";
+    let cmds = r.step(
+        Event::GateResult {
+            wave: 0,
+            passed: false,
+            reason: reason.into(),
+            hold: true,
+        },
+        T0 + 2,
+    );
+    assert_eq!(r.status(), ExecutionStatus::Paused, "held, not rolled back");
+    assert!(rollbacks(&cmds).is_empty() && dispatches(&cmds).is_empty());
+    assert_eq!(
+        texts(&cmds),
+        vec![format!("gate after wave 1 holds the execution: {reason}")]
+    );
+    assert_eq!(
+        r.pause_trigger().map(|t| t.to_string()),
+        Some(reason.to_string())
+    );
+    // Ticks do not move it on.
+    assert!(dispatches(&r.step(Event::Tick, T0 + 60_000)).is_empty());
+    let cmds = r.step(
+        Event::Operator {
+            command: OperatorCommand::Resume,
+        },
+        T0 + 70_000,
+    );
+    assert_eq!(r.status(), ExecutionStatus::Running);
+    assert_eq!(
+        dispatches(&cmds),
+        vec![(1, 1)],
+        "the resume passed the gate"
     );
 }
 
@@ -569,6 +618,7 @@ fn blue_green_stages_switches_at_once_then_monitors() {
             wave: 0,
             passed: true,
             reason: String::new(),
+            hold: false,
         },
         T0 + 3,
     );
@@ -937,6 +987,7 @@ fn events_and_specs_survive_json() {
             wave: 2,
             passed: false,
             reason: "manual: rejected".into(),
+            hold: false,
         },
     ];
     let json = serde_json::to_string(&events).unwrap();

@@ -161,6 +161,10 @@ pub struct ApproveResponse {
 #[serde(deny_unknown_fields)]
 pub struct ExecuteRequest {
     pub plan_id: String,
+    /// Pre-deployment gates that wait for a person (`manual`, or a check the server
+    /// cannot run), which the caller says were passed; recorded with the caller's id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub passed_gates: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
@@ -213,6 +217,10 @@ pub struct ExecutionView {
     pub summary: ExecutionSummary,
     pub progress: ProgressView,
     pub waves: Vec<WaveView>,
+    /// Why a paused deployment is held (a gate waiting for a person, a failed gate, a
+    /// tripped criterion, an operator's pause); absent unless paused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

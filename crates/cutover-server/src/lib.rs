@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod net;
 pub mod openapi;
 pub mod problem;
+pub mod quality_gates;
 pub mod ratelimit;
 pub mod read_cache;
 pub mod routes;

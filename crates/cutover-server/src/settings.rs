@@ -5,6 +5,7 @@
 //! seed's order, production requiring one approval, API keys on, rate limiting at the seed's
 //! 100 requests per 60 seconds, no allow-list.
 
+use cutover_core::config::deployment::{EnvironmentGates, QualityGates};
 use ipnet::IpNet;
 use serde_json::json;
 use std::time::Duration;
@@ -26,6 +27,8 @@ pub struct EnvironmentSettings {
     pub max_concurrent_deployments: Option<i64>,
     /// The environment's section as written in the configuration (returned by the API).
     pub config: serde_json::Value,
+    /// The environment's own `quality_gates`, per phase over the top-level ones.
+    pub quality_gates: Option<EnvironmentGates>,
 }
 
 impl EnvironmentSettings {
@@ -39,6 +42,7 @@ impl EnvironmentSettings {
             auto_rollback: true,
             max_concurrent_deployments: None,
             config: json!({ "name": capitalise(name), "stage": name }),
+            quality_gates: None,
         }
     }
 
@@ -158,6 +162,11 @@ pub struct ServerSettings {
     /// This server's own changes drop them at once; another replica's show within it.
     /// Zero reads the store every time.
     pub read_cache_ttl: Duration,
+    /// The top-level `quality_gates`: pre-deployment gates decided when a deployment
+    /// is executed, post-deployment gates after each wave.
+    pub quality_gates: QualityGates,
+    /// Ed25519 keys artifact signatures must verify with (`artifacts.public_keys`).
+    pub artifact_public_keys: Vec<[u8; 32]>,
 }
 
 impl ServerSettings {
@@ -170,6 +179,26 @@ impl ServerSettings {
             event_poll: Duration::from_millis(500),
             health_check_timeout: Duration::from_secs(5),
             read_cache_ttl: Duration::from_secs(1),
+            quality_gates: QualityGates::default(),
+            artifact_public_keys: Vec::new(),
+        }
+    }
+
+    /// The gates of a deployment into `environment`: per phase, the environment's
+    /// own when it lists that phase, else the top-level ones.
+    pub fn gates_for(&self, environment: &str) -> QualityGates {
+        let own = self
+            .environments
+            .iter()
+            .find(|e| e.name == environment)
+            .and_then(|e| e.quality_gates.as_ref());
+        QualityGates {
+            pre_deployment: own
+                .and_then(|g| g.pre_deployment.clone())
+                .unwrap_or_else(|| self.quality_gates.pre_deployment.clone()),
+            post_deployment: own
+                .and_then(|g| g.post_deployment.clone())
+                .unwrap_or_else(|| self.quality_gates.post_deployment.clone()),
         }
     }
 }
@@ -204,6 +233,7 @@ pub fn from_config(
                     max_concurrent_deployments: (env.max_concurrent_deployments > 0)
                         .then_some(i64::from(env.max_concurrent_deployments)),
                     config: section,
+                    quality_gates: env.quality_gates.clone(),
                 }
             })
             .collect();
@@ -219,6 +249,14 @@ pub fn from_config(
     settings.security.ip_allowlist = s.ip_whitelist.iter().map(|c| c.0).collect();
     settings.security.trusted_proxies = s.trusted_proxies.iter().map(|c| c.0).collect();
     settings.security.max_body_bytes = usize::try_from(s.max_body_bytes).unwrap_or(usize::MAX);
+    settings.quality_gates = config.quality_gates.clone();
+    // Checked when the configuration was loaded: 64 hex digits each.
+    settings.artifact_public_keys = config
+        .artifacts
+        .public_keys
+        .iter()
+        .filter_map(|k| hex::decode(k.trim()).ok()?.try_into().ok())
+        .collect();
     settings
 }
 
@@ -263,5 +301,53 @@ security:
         );
         assert_eq!(s.security.ip_allowlist.len(), 2);
         assert!(s.security.jwt.hs256_secret.is_some());
+    }
+
+    #[test]
+    fn an_environment_replaces_the_top_level_gates_one_phase_at_a_time() {
+        let yaml = r#"
+environments:
+  staging:
+    stage: staging
+  production:
+    stage: production
+    quality_gates:
+      post_deployment:
+        - health_check
+        - user_acceptance_test
+quality_gates:
+  pre_deployment:
+    - firmware_validation
+    - device_compatibility_check
+  post_deployment:
+    - health_check
+artifacts:
+  public_keys: ["00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"]
+"#;
+        let (config, _) =
+            cutover_core::config::DeploymentConfig::from_yaml(yaml, "deployment-config.yaml")
+                .unwrap();
+        let s = from_config(&config, b"k".to_vec());
+        let names = |g: &[cutover_core::config::deployment::Gate]| -> Vec<String> {
+            g.iter().map(|g| g.name.clone()).collect()
+        };
+        let staging = s.gates_for("staging");
+        assert_eq!(
+            names(&staging.pre_deployment),
+            ["firmware_validation", "device_compatibility_check"]
+        );
+        assert_eq!(names(&staging.post_deployment), ["health_check"]);
+        let production = s.gates_for("production");
+        assert_eq!(
+            names(&production.pre_deployment),
+            ["firmware_validation", "device_compatibility_check"],
+            "a phase the environment does not list keeps the top-level gates"
+        );
+        assert_eq!(
+            names(&production.post_deployment),
+            ["health_check", "user_acceptance_test"]
+        );
+        assert_eq!(s.artifact_public_keys.len(), 1);
+        assert_eq!(s.artifact_public_keys[0][1], 0x11);
     }
 }

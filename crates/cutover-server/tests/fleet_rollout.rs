@@ -195,7 +195,8 @@ async fn agents_polling_over_http_take_the_update_with_the_same_protocol() {
 /// Gates between waves decided from what the server measured, and the wave
 /// rows kept up to date in the store as the rollout runs: a health gate over
 /// healthy devices passes every wave; a gate the server has no runner for
-/// stops the rollout after the first wave, saying so, and rolls it back.
+/// holds the rollout after the first wave for a person, saying so, who then
+/// rolls it back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quality_gates_are_evaluated_between_waves_and_wave_rows_follow_the_rollout() {
     let mut fleet = Fleet::start(Broker::Embedded).await;
@@ -240,16 +241,23 @@ async fn quality_gates_are_evaluated_between_waves_and_wave_rows_follow_the_roll
     }
     assert!(waves[0].finished_at <= waves[1].started_at, "{waves:?}");
 
-    // A scan the server cannot run: reported as such, never passed.
+    // A scan the server cannot run: never passed. It holds the execution for a
+    // person (paused, not rolled back, although the spec rolls back automatically).
     let art3 = fleet.upload(firmware(32 * 1024, 7), "3.0.0", None).await;
     let gates = serde_json::json!({ "gates": [
         { "name": "health_check" },
         { "name": "security_scan" },
     ]});
     let exec = fleet.execute_with(&art3, "3.0.0", spec, &ids, gates).await;
+    fleet
+        .wait_status(&exec, "paused", Duration::from_secs(60))
+        .await;
+    let row = fleet.store.get_execution(&exec).await.unwrap();
     assert_eq!(
-        fleet.finish(&exec, Duration::from_secs(60)).await,
-        "rolled_back"
+        row.state["held"],
+        "gate security_scan waits for a person (the server has no runner for it): resume the deployment to pass it",
+        "{}",
+        row.state
     );
     let results = fleet.store.list_gate_results(&exec).await.unwrap();
     assert_eq!(
@@ -259,14 +267,14 @@ async fn quality_gates_are_evaluated_between_waves_and_wave_rows_follow_the_roll
     );
     let scan = results.iter().find(|g| g.gate == "security_scan").unwrap();
     assert!(!scan.passed);
-    assert!(
-        scan.detail["reason"]
-            .as_str()
-            .unwrap()
-            .contains("cannot be evaluated by the server"),
-        "{scan:?}"
-    );
+    assert_eq!(scan.detail["waits_for_person"], true, "{scan:?}");
     assert!(results.iter().any(|g| g.gate == "health_check" && g.passed));
+    // A person decides against it: roll back.
+    fleet.operator(&exec, "rollback").await;
+    assert_eq!(
+        fleet.finish(&exec, Duration::from_secs(60)).await,
+        "rolled_back"
+    );
     let waves = fleet.store.list_waves(&exec).await.unwrap();
     let statuses: Vec<&str> = waves.iter().map(|w| w.status.as_str()).collect();
     assert_eq!(

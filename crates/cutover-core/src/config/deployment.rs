@@ -409,6 +409,18 @@ pub struct Environment {
     pub strategy: Option<Strategy>,
     /// Replaces the top-level `rollback_criteria` for this environment.
     pub rollback_criteria: Option<RollbackCriteria>,
+    /// Replaces the top-level `quality_gates` for this environment, one
+    /// phase at a time: a phase it does not list keeps the top-level gates.
+    pub quality_gates: Option<EnvironmentGates>,
+}
+
+/// An environment's own `quality_gates:`; each phase given replaces the
+/// top-level one (an empty list turns that phase's gates off).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EnvironmentGates {
+    pub pre_deployment: Option<Vec<Gate>>,
+    pub post_deployment: Option<Vec<Gate>>,
 }
 
 impl Default for Environment {
@@ -429,6 +441,7 @@ impl Default for Environment {
             health_checks: Vec::new(),
             strategy: None,
             rollback_criteria: None,
+            quality_gates: None,
         }
     }
 }
@@ -1109,6 +1122,9 @@ pub struct Artifacts {
     pub dir: String,
     /// Largest artifact accepted, in bytes.
     pub max_size_bytes: u64,
+    /// Ed25519 public keys (hex) artifact signatures must verify with, the
+    /// same keys the agents trust; the `firmware_validation` gate checks them.
+    pub public_keys: Vec<String>,
 }
 
 impl Default for Artifacts {
@@ -1116,6 +1132,7 @@ impl Default for Artifacts {
         Artifacts {
             dir: "artifacts".into(),
             max_size_bytes: 2 * 1024 * 1024 * 1024,
+            public_keys: Vec::new(),
         }
     }
 }
@@ -1145,6 +1162,20 @@ impl DeploymentConfig {
             .notification_channels
             .clone()
             .unwrap_or_else(|| self.global.notification_channels.clone())
+    }
+
+    /// The quality gates of an environment: per phase, its own when it lists
+    /// that phase, else the top-level ones.
+    pub fn quality_gates_for(&self, environment: &Environment) -> QualityGates {
+        let own = environment.quality_gates.as_ref();
+        QualityGates {
+            pre_deployment: own
+                .and_then(|g| g.pre_deployment.clone())
+                .unwrap_or_else(|| self.quality_gates.pre_deployment.clone()),
+            post_deployment: own
+                .and_then(|g| g.post_deployment.clone())
+                .unwrap_or_else(|| self.quality_gates.post_deployment.clone()),
+        }
     }
 
     /// The rollback criteria of an environment: its own, or the top-level ones.
@@ -1256,6 +1287,21 @@ impl DeploymentConfig {
                     &check_names,
                 )?;
             }
+            if let Some(own) = env.quality_gates.as_mut() {
+                for (phase, gates) in [
+                    ("pre_deployment", own.pre_deployment.as_mut()),
+                    ("post_deployment", own.post_deployment.as_mut()),
+                ] {
+                    for (i, gate) in gates.into_iter().flatten().enumerate() {
+                        resolve_gate(
+                            check,
+                            &format!("{base}.quality_gates.{phase}[{i}]"),
+                            gate,
+                            &check_names,
+                        )?;
+                    }
+                }
+            }
         }
         for (phase, gates) in [
             ("pre_deployment", &mut self.quality_gates.pre_deployment),
@@ -1276,6 +1322,16 @@ impl DeploymentConfig {
             &self.rollback_criteria,
             &check_names,
         )?;
+        for (i, key) in self.artifacts.public_keys.iter().enumerate() {
+            let key = key.trim();
+            let ok = key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit());
+            if !ok {
+                return Err(check.error(
+                    &format!("artifacts.public_keys[{i}]"),
+                    "expected an ed25519 public key as 64 hex digits",
+                ));
+            }
+        }
         self.validate_notifications(check)?;
         self.validate_security(check)?;
         let mut rule_names: Vec<&str> = Vec::new();

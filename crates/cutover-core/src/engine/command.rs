@@ -98,6 +98,9 @@ pub enum Trigger {
     },
     /// The gate after a wave failed.
     GateFailed { wave: WaveIndex, reason: String },
+    /// The gate after a wave waits for a person (a manual gate, or one
+    /// nothing can run automatically); a resume passes it.
+    GateHeld { wave: WaveIndex, reason: String },
     /// `max_failure_rate` over the whole execution.
     FailureRate {
         failed: u32,
@@ -152,7 +155,8 @@ impl Trigger {
         match self {
             Trigger::ErrorThreshold { wave, .. }
             | Trigger::SuccessThreshold { wave, .. }
-            | Trigger::GateFailed { wave, .. } => Some(*wave),
+            | Trigger::GateFailed { wave, .. }
+            | Trigger::GateHeld { wave, .. } => Some(*wave),
             _ => None,
         }
     }
@@ -201,6 +205,16 @@ impl fmt::Display for Trigger {
                     write!(f, "gate failed")
                 } else {
                     write!(f, "gate failed: {reason}")
+                }
+            }
+            Trigger::GateHeld { reason, .. } => {
+                if reason.is_empty() {
+                    write!(
+                        f,
+                        "gate waits for a person: resume the deployment to pass it"
+                    )
+                } else {
+                    write!(f, "{reason}")
                 }
             }
             Trigger::FailureRate {
@@ -321,6 +335,11 @@ pub enum Decision {
         wave: WaveIndex,
         reason: String,
     },
+    /// The gate after a wave waits for a person; the execution is paused.
+    GateHeld {
+        wave: WaveIndex,
+        reason: String,
+    },
     /// Blue-green: every staged target switches now.
     Switched {
         targets: u32,
@@ -429,6 +448,14 @@ impl fmt::Display for Decision {
             Decision::GateRequested { wave } => write!(f, "gate after wave {} requested", wave + 1),
             Decision::GatePassed { wave, reason } => {
                 write!(f, "gate after wave {} passed", wave + 1)?;
+                if reason.is_empty() {
+                    Ok(())
+                } else {
+                    write!(f, ": {reason}")
+                }
+            }
+            Decision::GateHeld { wave, reason } => {
+                write!(f, "gate after wave {} holds the execution", wave + 1)?;
                 if reason.is_empty() {
                     Ok(())
                 } else {

@@ -53,6 +53,10 @@ pub enum Event {
         passed: bool,
         #[serde(default)]
         reason: String,
+        /// Not passed because a person must decide it: the execution waits
+        /// at the gate (paused, never rolled back) until a resume passes it.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        hold: bool,
     },
 }
 

@@ -217,7 +217,8 @@ impl Rollout {
                 wave,
                 passed,
                 reason,
-            } => self.on_gate(wave, passed, reason, out),
+                hold,
+            } => self.on_gate(wave, passed, reason, hold, out),
         }
         self.evaluate(out);
         self.advance(out);
@@ -624,7 +625,14 @@ impl Rollout {
         }
     }
 
-    fn on_gate(&mut self, wave: WaveIndex, passed: bool, reason: String, out: &mut Vec<Command>) {
+    fn on_gate(
+        &mut self,
+        wave: WaveIndex,
+        passed: bool,
+        reason: String,
+        hold: bool,
+        out: &mut Vec<Command>,
+    ) {
         if self.phase != (Phase::Gate { wave }) || self.gate_failed {
             return;
         }
@@ -633,6 +641,20 @@ impl Rollout {
                 decision: Decision::GatePassed { wave, reason },
             });
             self.after_gate(wave, out);
+        } else if hold {
+            // Waiting for a person is not a failure: no rollback, whatever
+            // auto_rollback says; a resume passes the gate.
+            self.gate_failed = true;
+            if self.pause.is_none() {
+                self.pause = Some(Pause::Trigger(Trigger::GateHeld {
+                    wave,
+                    reason: reason.clone(),
+                }));
+                self.status = ExecutionStatus::Paused;
+            }
+            out.push(Command::Notify {
+                decision: Decision::GateHeld { wave, reason },
+            });
         } else {
             self.gate_failed = true;
             self.abort(Trigger::GateFailed { wave, reason }, out);

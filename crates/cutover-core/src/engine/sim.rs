@@ -286,6 +286,7 @@ impl Simulation {
                             wave,
                             passed: true,
                             reason: String::new(),
+                            hold: false,
                         },
                     };
                     self.feed(event, q.at);

@@ -1,35 +1,18 @@
-//! Quality gates between waves, decided from what the server measured: the
-//! wave's reports (error and success rates), the health the devices reported
-//! after boot, and their compatibility refusals. A gate the server has no
-//! runner for (a command, an HTTP call, a person, a scan) fails with that
-//! reason: the execution stops at the gate until a person resumes it, rather
-//! than passing it unseen. Pure logic; the orchestrator feeds it.
+//! Quality gates between waves (`quality_gates.post_deployment`; the rule of
+//! which gates run when is in [`crate::quality_gates`]). Decided from what the
+//! server measured: the wave's reports (error and success rates), the health
+//! the devices reported after boot, and their compatibility refusals; and by
+//! running `command` and `http` gates, which the orchestrator does off its
+//! loop ([`evaluate_with_io`]) and feeds back as the gate's result. A gate
+//! nobody can run automatically (`manual`, a scan, a user acceptance test)
+//! never passes unseen: it holds the execution, paused and not rolled back,
+//! with the reason "gate NAME waits for a person: resume the deployment to
+//! pass it", until a person resumes past it.
 
+pub(crate) use crate::quality_gates::{GateDef, GateOutcome};
+use crate::quality_gates::{Phase, RunContext, run_io, waits_for_person};
 use cutover_core::engine::StateCounts;
-use serde::Deserialize;
-use serde_json::{Value, json};
-
-/// A gate as the execution's spec declares it (`spec.gates`), in the
-/// `quality_gates` form of the deployment config plus optional thresholds.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-pub(crate) struct GateDef {
-    pub name: String,
-    /// `builtin`, `health_check`, `command`, `http`, `manual`; from the name when absent.
-    #[serde(default, rename = "type")]
-    pub kind: Option<String>,
-    /// Highest share of the wave's finished targets that may have failed (0.0 to 1.0).
-    #[serde(default)]
-    pub max_error_rate: Option<f64>,
-    /// Lowest share of the wave's targets that must have succeeded (0.0 to 1.0).
-    #[serde(default)]
-    pub min_success_rate: Option<f64>,
-}
-
-impl GateDef {
-    pub fn kind(&self) -> &str {
-        self.kind.as_deref().unwrap_or("builtin")
-    }
-}
+use serde_json::json;
 
 /// What the server measured over one wave.
 #[derive(Debug, Clone, Default)]
@@ -70,31 +53,56 @@ impl WaveMeasure {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct GateOutcome {
-    pub gate: String,
-    pub kind: String,
-    pub passed: bool,
-    pub reason: String,
-    pub measured: Value,
-}
-
-#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Verdict {
     pub passed: bool,
+    /// Not passed only because gates wait for a person: hold, never roll back.
+    pub hold: bool,
     pub reason: String,
     pub results: Vec<GateOutcome>,
 }
 
+/// Whether deciding the gates runs a process or a request.
+pub(crate) fn needs_io(gates: &[GateDef]) -> bool {
+    gates.iter().any(GateDef::needs_io)
+}
+
 /// Decides every gate of `gates` over the wave; the verdict passes when all do.
+/// `command` and `http` gates are not run here (see [`evaluate_with_io`]).
 pub(crate) fn evaluate(gates: &[GateDef], m: &WaveMeasure) -> Verdict {
-    if gates.is_empty() {
+    verdict(gates.iter().map(|g| one(g, m)).collect(), m)
+}
+
+/// Like [`evaluate`], running `command` and `http` gates too; for a task of its own.
+pub(crate) async fn evaluate_with_io(
+    gates: &[GateDef],
+    m: &WaveMeasure,
+    ctx: &RunContext,
+    http: &reqwest::Client,
+) -> Verdict {
+    let mut results = Vec::with_capacity(gates.len());
+    for g in gates {
+        let mut r = if g.needs_io() {
+            run_io(g, ctx, http).await
+        } else {
+            one(g, m)
+        };
+        if r.measured.is_object() {
+            r.measured["wave"] = json!(m.wave);
+        }
+        results.push(r);
+    }
+    verdict(results, m)
+}
+
+fn verdict(results: Vec<GateOutcome>, m: &WaveMeasure) -> Verdict {
+    if results.is_empty() {
         return Verdict {
             passed: true,
+            hold: false,
             reason: "no quality gate declared for this execution".into(),
-            results: Vec::new(),
+            results,
         };
     }
-    let results: Vec<GateOutcome> = gates.iter().map(|g| one(g, m)).collect();
     let failed: Vec<&GateOutcome> = results.iter().filter(|r| !r.passed).collect();
     let reason = if failed.is_empty() {
         format!(
@@ -116,24 +124,22 @@ pub(crate) fn evaluate(gates: &[GateDef], m: &WaveMeasure) -> Verdict {
     };
     Verdict {
         passed: failed.is_empty(),
+        hold: !failed.is_empty() && failed.iter().all(|r| r.hold),
         reason,
         results,
     }
 }
 
 fn one(g: &GateDef, m: &WaveMeasure) -> GateOutcome {
+    if let Some(why) = waits_for_person(g, Phase::After) {
+        return GateOutcome::held(g, why);
+    }
     let measured = json!({
         "wave": m.wave, "size": m.size, "succeeded": m.counts.succeeded, "failed": m.failed(),
         "error_rate": m.error_rate(), "success_rate": m.success_rate(),
         "healthy": m.healthy, "unhealthy": m.unhealthy, "incompatible": m.incompatible,
     });
-    let out = |passed: bool, reason: String| GateOutcome {
-        gate: g.name.clone(),
-        kind: g.kind().to_string(),
-        passed,
-        reason,
-        measured: measured.clone(),
-    };
+    let out = |passed: bool, reason: String| GateOutcome::new(g, passed, reason, measured.clone());
     let rates = |name: &str| -> (bool, String) {
         let max_err = g.max_error_rate.unwrap_or(m.default_max_error_rate);
         if m.error_rate() > max_err {
@@ -222,9 +228,7 @@ fn one(g: &GateDef, m: &WaveMeasure) -> GateOutcome {
         }
         (kind, name) => out(
             false,
-            format!(
-                "gate {name} ({kind}) cannot be evaluated by the server: it has no runner for it"
-            ),
+            format!("gate {name} ({kind}) is not decided from the wave's reports"),
         ),
     }
 }
@@ -237,8 +241,7 @@ mod tests {
         GateDef {
             name: name.into(),
             kind: kind.map(str::to_string),
-            max_error_rate: None,
-            min_success_rate: None,
+            ..Default::default()
         }
     }
 
@@ -279,16 +282,56 @@ mod tests {
     }
 
     #[test]
-    fn a_gate_without_a_runner_is_reported_not_passed() {
+    fn a_gate_nobody_can_run_holds_for_a_person_and_is_never_passed() {
         for g in [
             gate("security_scan", None),
-            gate("smoke", Some("command")),
+            gate("user_acceptance_test", None),
             gate("approve", Some("manual")),
         ] {
-            let v = evaluate(&[g], &wave(10, 0, 0));
+            let name = g.name.clone();
+            let v = evaluate(&[gate("health_check", None), g], &wave(10, 0, 0));
             assert!(!v.passed);
-            assert!(v.reason.contains("cannot be evaluated"), "{}", v.reason);
+            assert!(v.hold, "{v:?}");
+            assert_eq!(
+                v.reason,
+                format!(
+                    "gate {name} waits for a person{}: resume the deployment to pass it",
+                    if name == "approve" {
+                        ""
+                    } else {
+                        " (the server has no runner for it)"
+                    }
+                )
+            );
         }
+    }
+
+    #[test]
+    fn a_failed_gate_beside_a_held_one_is_a_failure_not_a_hold() {
+        let v = evaluate(
+            &[gate("health_check", None), gate("approve", Some("manual"))],
+            &wave(10, 0, 2),
+        );
+        assert!(!v.passed);
+        assert!(
+            !v.hold,
+            "an unhealthy wave is not waved through by a person: {v:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn command_gates_run_beside_the_wave_measures() {
+        let mut smoke = gate("smoke", Some("command"));
+        smoke.command = Some("exit 3".into());
+        let gates = [gate("health_check", None), smoke];
+        assert!(needs_io(&gates));
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::new();
+        let v = evaluate_with_io(&gates, &wave(3, 0, 0), &RunContext::default(), &http).await;
+        assert!(!v.passed && !v.hold, "{v:?}");
+        assert_eq!(v.reason, "gate smoke: command exited 3");
+        assert_eq!(v.results[1].measured["exit_code"], 3);
+        assert!(v.results[0].passed);
     }
 
     #[test]

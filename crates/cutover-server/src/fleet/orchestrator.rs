@@ -98,6 +98,8 @@ struct Run {
     keys: Vec<Option<[u8; 32]>>,
     /// Quality gates between waves (`spec.gates`).
     gates: Vec<super::gates::GateDef>,
+    /// What a command gate is told about the deployment.
+    gate_context: crate::quality_gates::RunContext,
     /// Per wave: succeeded targets that reported healthy, unhealthy, and
     /// targets that refused the artifact as incompatible (for the gates; kept
     /// in memory, so a gate right after a restart sees only later reports).
@@ -128,9 +130,65 @@ impl Run {
     }
 }
 
+/// The verdict of gates that ran off the orchestrator's loop.
+struct GateDone {
+    execution: String,
+    wave: u32,
+    verdict: super::gates::Verdict,
+}
+
+/// Runs the gates after `wave` in a task of their own (commands and requests take
+/// time) and sends the verdict back to the orchestrator's loop.
+fn spawn_gates(tx: &mpsc::UnboundedSender<GateDone>, http: &reqwest::Client, run: &Run, wave: u32) {
+    let gates = run.gates.clone();
+    let measure = run.measure(wave);
+    let mut ctx = run.gate_context.clone();
+    ctx.wave = Some(wave);
+    let (tx, http, execution) = (tx.clone(), http.clone(), run.id.clone());
+    tracing::info!(execution, wave, "running quality gates");
+    tokio::spawn(async move {
+        let verdict = super::gates::evaluate_with_io(&gates, &measure, &ctx, &http).await;
+        let _ = tx.send(GateDone {
+            execution,
+            wave,
+            verdict,
+        });
+    });
+}
+
+/// The wave whose gates the engine waits for, if their verdict is still to come.
+fn awaiting_gate(rollout: &Rollout) -> Option<u32> {
+    match rollout.phase() {
+        engine::Phase::Gate { wave }
+            if !matches!(
+                rollout.pause_trigger(),
+                Some(engine::Trigger::GateFailed { .. } | engine::Trigger::GateHeld { .. })
+            ) =>
+        {
+            Some(wave)
+        }
+        _ => None,
+    }
+}
+
+/// Why an execution is paused, for its status.
+fn held_reason(rollout: &Rollout) -> Option<String> {
+    if rollout.status() != ExecutionStatus::Paused {
+        return None;
+    }
+    Some(
+        rollout
+            .pause_trigger()
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| "paused by an operator".into()),
+    )
+}
+
 /// What one batch decided for one run, before it is committed.
 #[derive(Default)]
 struct Pending {
+    /// Gate verdicts to store and feed to the engine, by wave.
+    verdicts: Vec<(u32, super::gates::Verdict)>,
     events: Vec<(Event, i64, Value)>,
     action_events: Vec<NewActionEvent>,
     touched: HashSet<u32>,
@@ -152,6 +210,10 @@ pub(crate) struct Orchestrator {
     keys: HashMap<String, Option<Vec<u8>>>,
     last_claim: Instant,
     last_renew: Instant,
+    gates_tx: mpsc::UnboundedSender<GateDone>,
+    gates_rx: mpsc::UnboundedReceiver<GateDone>,
+    /// For `http` gates.
+    http: reqwest::Client,
 }
 
 impl Orchestrator {
@@ -160,7 +222,13 @@ impl Orchestrator {
         let (commits, jobs) = mpsc::unbounded_channel();
         let (reload_tx, reloads) = mpsc::unbounded_channel();
         tokio::spawn(committer(shared.clone(), jobs, reload_tx));
+        let (gates_tx, gates_rx) = mpsc::unbounded_channel();
+        // One TLS backend for the process (a no-op when already installed).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         Self {
+            gates_tx,
+            gates_rx,
+            http: reqwest::Client::new(),
             shared,
             runs: HashMap::new(),
             finished: HashSet::new(),
@@ -186,9 +254,11 @@ impl Orchestrator {
         loop {
             let mut batch: Vec<Inbound> = Vec::new();
             let mut woken = false;
+            let mut gates = Vec::new();
             tokio::select! {
                 _ = shutdown.changed() => if *shutdown.borrow() { break },
                 Some(m) = inbound.recv() => batch.push(m),
+                Some(g) = self.gates_rx.recv() => gates.push(g),
                 Some(_) = wake.recv() => woken = true,
                 Some(r) = self.reloads.recv() => self.reload(r),
                 _ = tick.tick() => {}
@@ -207,7 +277,10 @@ impl Orchestrator {
             while let Ok(r) = self.reloads.try_recv() {
                 self.reload(r);
             }
-            if let Err(e) = self.cycle(batch, woken).await {
+            while let Ok(g) = self.gates_rx.try_recv() {
+                gates.push(g);
+            }
+            if let Err(e) = self.cycle(batch, woken, gates).await {
                 tracing::warn!(error = %e, "orchestrator cycle failed");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
@@ -235,7 +308,12 @@ impl Orchestrator {
         }
     }
 
-    async fn cycle(&mut self, batch: Vec<Inbound>, woken: bool) -> anyhow::Result<()> {
+    async fn cycle(
+        &mut self,
+        batch: Vec<Inbound>,
+        woken: bool,
+        gates: Vec<GateDone>,
+    ) -> anyhow::Result<()> {
         let settings = self.shared.settings.clone();
         let ttl = Duration::from_millis(settings.lease_ttl_ms);
         if woken || self.last_claim.elapsed() >= Duration::from_millis(settings.claim_interval_ms) {
@@ -281,6 +359,16 @@ impl Orchestrator {
         }
 
         let mut pending: HashMap<String, Pending> = HashMap::new();
+        for g in gates {
+            // A run this replica no longer owns decides its gates again where it is loaded.
+            if self.runs.contains_key(&g.execution) {
+                pending
+                    .entry(g.execution)
+                    .or_default()
+                    .verdicts
+                    .push((g.wave, g.verdict));
+            }
+        }
         for m in batch {
             self.inbound(m, &mut pending).await;
         }
@@ -383,6 +471,18 @@ impl Orchestrator {
             failures: HashMap::new(),
             wave_status: Vec::new(),
             gates: Vec::new(),
+            gate_context: crate::quality_gates::RunContext {
+                execution_id: Some(row.id.clone()),
+                plan_id: row.plan_id.clone(),
+                environment: row.environment.clone(),
+                version: row
+                    .spec
+                    .get("version")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_string(),
+                wave: None,
+            },
             wave_health: Vec::new(),
             keys: Vec::new(),
         };
@@ -433,6 +533,19 @@ impl Orchestrator {
                 events = events.len(),
                 "execution resumed from its events"
             );
+            // Gates asked for but not answered before the restart are run again.
+            if let Some(wave) = awaiting_gate(&run.rollout) {
+                if super::gates::needs_io(&run.gates) {
+                    spawn_gates(&self.gates_tx, &self.http, &run, wave);
+                } else {
+                    let verdict = super::gates::evaluate(&run.gates, &run.measure(wave));
+                    let _ = self.gates_tx.send(GateDone {
+                        execution: run.id.clone(),
+                        wave,
+                        verdict,
+                    });
+                }
+            }
             self.runs.insert(run.id.clone(), run);
         } else {
             for (i, t) in run.targets.iter().enumerate() {
@@ -750,6 +863,7 @@ impl Orchestrator {
             return Ok(());
         };
         let Pending {
+            verdicts,
             events,
             mut action_events,
             mut touched,
@@ -773,13 +887,17 @@ impl Orchestrator {
                 at: at(now),
             });
         }
-        // Gates are answered from what the server measured, in the same step.
+        // Gates decided from what the server measured are answered in the same
+        // step; those that run commands or requests answer later, off this loop.
         let mut gate_results = Vec::new();
+        let mut decided: Vec<(u32, super::gates::Verdict)> = verdicts;
         let mut i = 0;
-        while i < out.len() {
-            if let engine::Command::RunGate { wave } = out[i] {
+        loop {
+            for (wave, verdict) in decided.drain(..) {
+                if awaiting_gate(&run.rollout) != Some(wave) {
+                    continue; // decided, or moved on (canceled, rolled back) meanwhile
+                }
                 let now = now_ms();
-                let verdict = super::gates::evaluate(&run.gates, &run.measure(wave));
                 for r in &verdict.results {
                     gate_results.push(NewGateResult {
                         execution_id: run.id.clone(),
@@ -788,7 +906,7 @@ impl Orchestrator {
                         kind: r.kind.to_string(),
                         phase: "after".into(),
                         passed: r.passed,
-                        detail: json!({ "reason": r.reason, "measured": r.measured }),
+                        detail: json!({ "reason": r.reason, "measured": r.measured, "waits_for_person": r.hold }),
                         at: at(now),
                     });
                 }
@@ -796,6 +914,7 @@ impl Orchestrator {
                     wave,
                     passed: verdict.passed,
                     reason: verdict.reason,
+                    hold: verdict.hold,
                 };
                 run.rollout.step_into(ev.clone(), now, &mut out);
                 run.last_seq += 1;
@@ -806,6 +925,16 @@ impl Orchestrator {
                     payload: json!({ "type": "engine", "event": ev, "now": now }),
                     at: at(now),
                 });
+            }
+            if i >= out.len() {
+                break;
+            }
+            if let engine::Command::RunGate { wave } = out[i] {
+                if super::gates::needs_io(&run.gates) {
+                    spawn_gates(&self.gates_tx, &self.http, run, wave);
+                } else {
+                    decided.push((wave, super::gates::evaluate(&run.gates, &run.measure(wave))));
+                }
             }
             i += 1;
         }
@@ -951,14 +1080,21 @@ impl Orchestrator {
         }
         let status_changed = status_str != run.status;
         let batch = StepBatch {
-            fence: Some(LeaseFence { resource: execution_lease_resource(&run.id), owner }),
+            fence: Some(LeaseFence {
+                resource: execution_lease_resource(&run.id),
+                owner,
+            }),
             execution_events: exec_events,
             action_updates,
             wave_updates,
             execution_update: (status_changed || terminal).then(|| ExecutionUpdate {
                 execution_id: run.id.clone(),
                 status: Some(status_str.to_string()),
-                state: Some(json!({ "progress": run.rollout.progress(), "failures": summary(&run.failures) })),
+                state: Some(json!({
+                    "progress": run.rollout.progress(),
+                    "failures": summary(&run.failures),
+                    "held": held_reason(&run.rollout),
+                })),
                 started_at: (run.status == "pending").then_some(now),
                 finished_at: terminal.then_some(now),
                 at: now,

@@ -10,6 +10,9 @@ use crate::app::Audited;
 use crate::auth::{Principal, Role};
 use crate::dto::{CommandAccepted, ExecuteRequest, ExecutionList, ExecutionView};
 use crate::problem::{ApiError, ApiJson, Problem, not_found_as};
+use crate::quality_gates::{
+    Before, GateDef, GateOutcome, Phase, RunContext, decide_before, waits_for_person,
+};
 use crate::routes::{execution_status, head_summary, terminal};
 use crate::state::{AppState, Caller};
 use axum::Json;
@@ -19,20 +22,24 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use chrono::Utc;
-use cutover_store::{ExecutionFilter, NewExecution, NewExecutionEvent, StepBatch, StoreError};
+use cutover_store::{
+    ExecutionFilter, NewExecution, NewExecutionEvent, NewGateResult, StepBatch, StoreError,
+};
 use futures::Stream;
 use serde::Deserialize;
 use serde_json::json;
 use std::convert::Infallible;
 use std::time::Duration;
 
-/// Execute an approved plan: its targets are selected, its waves compiled, and the
-/// execution is queued for the orchestrator.
+/// Execute an approved plan: its targets are selected, its pre-deployment quality gates
+/// decided, its waves compiled, and the execution is queued for the orchestrator (with its
+/// post-deployment gates, run after each wave).
 #[utoipa::path(post, path = "/api/deployments/execute", tag = "deployments",
     request_body = ExecuteRequest,
     responses((status = 202, body = ExecutionView), (status = 400, body = Problem),
         (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
-        (status = 409, body = Problem, description = "not approved, already executed, no targets, or too many deployments running")),
+        (status = 409, body = Problem, description = "not approved, already executed, no targets, too many deployments running, or a pre-deployment quality gate did not pass (rule pre_deployment_gate, naming the gate and why)"),
+        (status = 422, body = Problem, description = "passed_gates names a gate that is not a pre-deployment gate waiting for a person")),
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn execute(
     State(state): State<AppState>,
@@ -112,7 +119,93 @@ pub async fn execute(
         e.status = StatusCode::CONFLICT;
         return Err(e);
     }
-    let ends = checked.rollout.wave_ends(targets.len() as u32);
+    // The rule of quality gates (crate::quality_gates): pre-deployment gates now,
+    // before any target is touched; post-deployment gates after each wave.
+    let gates = state.settings.gates_for(&plan.target_environment);
+    let pre: Vec<GateDef> = gates
+        .pre_deployment
+        .iter()
+        .map(GateDef::from_config)
+        .collect();
+    let post: Vec<GateDef> = gates
+        .post_deployment
+        .iter()
+        .map(GateDef::from_config)
+        .collect();
+    if let Some(stray) = req.passed_gates.iter().find(|name| {
+        !pre.iter()
+            .any(|g| &g.name == *name && waits_for_person(g, Phase::Before).is_some())
+    }) {
+        let mut e = ApiError::bad_field(
+            "passed_gates",
+            format!(
+                "{stray} is not a pre-deployment gate of {} that waits for a person",
+                plan.target_environment
+            ),
+        );
+        e.status = StatusCode::UNPROCESSABLE_ENTITY;
+        return Err(e);
+    }
+    let before = if pre.is_empty() {
+        Vec::new()
+    } else {
+        let selected = &checked.targets[..take];
+        let ctx = RunContext {
+            execution_id: None,
+            plan_id: plan.id.clone(),
+            environment: plan.target_environment.clone(),
+            version: checked.version.clone(),
+            wave: None,
+        };
+        let outcomes = decide_before(
+            &pre,
+            &Before {
+                artifact: &checked.artifact,
+                targets: selected,
+                public_keys: &state.settings.artifact_public_keys,
+                passed_by_person: &req.passed_gates,
+                principal: &caller.principal.id,
+            },
+            &ctx,
+            &state.http,
+        )
+        .await;
+        let failed: Vec<&GateOutcome> = outcomes.iter().filter(|o| !o.passed).collect();
+        if !failed.is_empty() {
+            let reasons: Vec<&str> = failed.iter().map(|o| o.reason.as_str()).collect();
+            state
+                .audit(
+                    &caller.principal.id,
+                    Some(caller.addr),
+                    "deployment.execute",
+                    &plan.id,
+                    "refused",
+                    json!({
+                        "plan_id": plan.id,
+                        "environment": plan.target_environment,
+                        "pre_deployment_gates": outcomes.iter().map(|o| json!({
+                            "gate": o.gate, "kind": o.kind, "passed": o.passed,
+                            "waits_for_person": o.hold, "reason": o.reason, "measured": o.measured,
+                        })).collect::<Vec<_>>(),
+                    }),
+                )
+                .await;
+            let mut e = ApiError::rule(
+                "pre_deployment_gate",
+                format!("plan {} was not started: {}", plan.id, reasons.join("; ")),
+            );
+            e.status = StatusCode::CONFLICT;
+            let mut response = e.into_response();
+            response.extensions_mut().insert(Audited);
+            return Ok(response);
+        }
+        outcomes
+    };
+    let mut rollout = checked.rollout.clone();
+    if !post.is_empty() {
+        rollout.gate_after_each_wave = true;
+    }
+    let ends = rollout.wave_ends(targets.len() as u32);
     let mut waves = Vec::with_capacity(ends.len());
     let mut start = 0usize;
     for end in ends {
@@ -137,8 +230,9 @@ pub async fn execute(
         "artifact_sha256": checked.artifact.sha256,
         "strategy": plan.strategy,
         "target_environment": plan.target_environment,
-        "rollout": checked.rollout,
+        "rollout": rollout,
         "targets": targets,
+        "gates": post,
     });
     let inserted = state
         .store
@@ -163,6 +257,24 @@ pub async fn execute(
             return Err(e.into());
         }
     };
+    for o in &before {
+        let stored = state
+            .store
+            .insert_gate_result(&NewGateResult {
+                execution_id: execution.id.clone(),
+                wave_index: None,
+                gate: o.gate.clone(),
+                kind: o.kind.clone(),
+                phase: "before".into(),
+                passed: o.passed,
+                detail: json!({ "reason": o.reason, "measured": o.measured }),
+                at: Utc::now(),
+            })
+            .await;
+        if let Err(e) = stored {
+            tracing::warn!(execution = execution.id, error = %e, "cannot store a gate result");
+        }
+    }
     state.metrics.change("execution_started");
     state
         .audit(

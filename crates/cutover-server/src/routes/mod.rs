@@ -147,6 +147,7 @@ pub fn execution_view(p: ExecutionProgress) -> ExecutionView {
             })
             .collect(),
         summary: head_summary(p.head),
+        held: None,
     }
 }
 
@@ -164,7 +165,24 @@ pub async fn execution_status(state: &AppState, id: &str) -> Result<ExecutionVie
         .execution_progress(id)
         .await
         .map_err(deployment_not_found(id))?;
-    Ok(execution_view(progress))
+    let mut view = execution_view(progress);
+    // Only a paused execution reads its state row: the reason it is held.
+    if view.summary.status == "paused" {
+        let row = state
+            .store
+            .get_execution(id)
+            .await
+            .map_err(deployment_not_found(id))?;
+        view.held = held_reason(&row);
+    }
+    Ok(view)
+}
+
+/// Why a paused execution is held, as the orchestrator wrote it.
+pub fn held_reason(row: &ExecutionRow) -> Option<String> {
+    (row.status == "paused")
+        .then(|| row.state.get("held")?.as_str().map(str::to_string))
+        .flatten()
 }
 
 /// Loads an execution's row and its status view.
@@ -177,5 +195,7 @@ pub async fn load_execution(
         state.store.execution_progress(id)
     )
     .map_err(deployment_not_found(id))?;
-    Ok((e, execution_view(progress)))
+    let mut view = execution_view(progress);
+    view.held = held_reason(&e);
+    Ok((e, view))
 }

@@ -87,6 +87,9 @@ function deploymentRow(d) {
   tr.id = "dep-" + d.id;
   tr.dataset.status = d.status;
   for (const v of [d.id, d.environment, d.version || "", d.strategy || "", d.status]) tr.appendChild(el("td", v));
+  // Why a paused deployment is held (a gate waiting for a person, a failed gate, ...).
+  const held = d.held || (view && view.status === d.status && view.held);
+  if (held) tr.lastChild.title = held;
   tr.appendChild(progressCell(d.progress || (view && view.progress)));
   const actions = el("td");
   if (["pending", "running"].includes(d.status)) actions.appendChild(command(d.id, "pause"));

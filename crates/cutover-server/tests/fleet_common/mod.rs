@@ -339,6 +339,50 @@ impl Fleet {
         exec.id
     }
 
+    /// Appends an operator command (`resume`, `rollback`, …) to the execution's
+    /// event log, as the API does, and wakes the orchestrator.
+    pub async fn operator(&self, exec_id: &str, command: &str) {
+        let events = self
+            .store
+            .load_execution_events(exec_id, 0)
+            .await
+            .expect("events");
+        let seq = events.iter().map(|e| e.seq).max().unwrap_or(0) + 1;
+        self.store
+            .commit_step(&cutover_store::StepBatch {
+                execution_events: vec![cutover_store::NewExecutionEvent {
+                    execution_id: exec_id.into(),
+                    seq,
+                    kind: "operator".into(),
+                    payload: serde_json::json!({"type": "operator", "command": command, "by": "test"}),
+                    at: chrono::Utc::now(),
+                }],
+                ..Default::default()
+            })
+            .await
+            .expect("operator event");
+        self.plane.wake(exec_id);
+    }
+
+    /// Waits until the execution has `status`; panics on a final status or after `within`.
+    pub async fn wait_status(&self, exec_id: &str, status: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let e = self.store.get_execution(exec_id).await.expect("execution");
+            if e.status == status {
+                return;
+            }
+            let fin = ["succeeded", "failed", "rolled_back", "canceled"];
+            assert!(
+                !fin.contains(&e.status.as_str()) && Instant::now() < deadline,
+                "execution {exec_id} is {} while waiting for {status}: {}",
+                e.status,
+                e.state
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits until the execution is finished; returns its status.
     pub async fn finish(&self, exec_id: &str, within: Duration) -> String {
         let deadline = Instant::now() + within;

@@ -26,6 +26,10 @@ pub enum DeployCommand {
     Execute {
         #[arg(long = "plan-id")]
         plan_id: String,
+        /// A pre-deployment gate that waits for a person (manual, or one the server
+        /// cannot run) which you say was passed; recorded with your name. Repeatable.
+        #[arg(long = "pass-gate", value_name = "GATE")]
+        pass_gate: Vec<String>,
         /// Follow the deployment until it ends.
         #[arg(long)]
         watch: bool,
@@ -79,11 +83,14 @@ pub async fn run(api: &Api, command: DeployCommand, out: OutputFormat) -> anyhow
     match command {
         DeployCommand::Execute {
             plan_id,
+            pass_gate,
             watch: follow,
         } => {
-            let v: ExecutionView = api
-                .post("/api/deployments/execute", &json!({"plan_id": plan_id}))
-                .await?;
+            let mut body = json!({"plan_id": plan_id});
+            if !pass_gate.is_empty() {
+                body["passed_gates"] = json!(pass_gate);
+            }
+            let v: ExecutionView = api.post("/api/deployments/execute", &body).await?;
             if follow {
                 if out == OutputFormat::Text {
                     eprintln!("started {}", v.summary.id);
@@ -198,8 +205,13 @@ fn line(v: &ExecutionView) -> String {
         .position(|w| w.progress.pending + w.progress.in_progress > 0)
         .map(|i| format!(" wave {}/{}", i + 1, v.waves.len()))
         .unwrap_or_default();
+    let held = v
+        .held
+        .as_deref()
+        .map(|h| format!("; held: {h}"))
+        .unwrap_or_default();
     format!(
-        "{} {}{wave}: {}/{} succeeded, {} failed, {} rolled back, {} in progress ({:.1} %)",
+        "{} {}{wave}: {}/{} succeeded, {} failed, {} rolled back, {} in progress ({:.1} %){held}",
         v.summary.id,
         v.summary.status,
         p.succeeded,
