@@ -192,14 +192,7 @@ impl ServerSettings {
             .iter()
             .find(|e| e.name == environment)
             .and_then(|e| e.quality_gates.as_ref());
-        QualityGates {
-            pre_deployment: own
-                .and_then(|g| g.pre_deployment.clone())
-                .unwrap_or_else(|| self.quality_gates.pre_deployment.clone()),
-            post_deployment: own
-                .and_then(|g| g.post_deployment.clone())
-                .unwrap_or_else(|| self.quality_gates.post_deployment.clone()),
-        }
+        self.quality_gates.overridden_by(own)
     }
 }
 

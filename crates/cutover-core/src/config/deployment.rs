@@ -423,6 +423,20 @@ pub struct EnvironmentGates {
     pub post_deployment: Option<Vec<Gate>>,
 }
 
+impl QualityGates {
+    /// These gates with an environment's own in place of each phase it lists.
+    pub fn overridden_by(&self, own: Option<&EnvironmentGates>) -> QualityGates {
+        QualityGates {
+            pre_deployment: own
+                .and_then(|g| g.pre_deployment.clone())
+                .unwrap_or_else(|| self.pre_deployment.clone()),
+            post_deployment: own
+                .and_then(|g| g.post_deployment.clone())
+                .unwrap_or_else(|| self.post_deployment.clone()),
+        }
+    }
+}
+
 impl Default for Environment {
     fn default() -> Self {
         Environment {
@@ -1167,15 +1181,8 @@ impl DeploymentConfig {
     /// The quality gates of an environment: per phase, its own when it lists
     /// that phase, else the top-level ones.
     pub fn quality_gates_for(&self, environment: &Environment) -> QualityGates {
-        let own = environment.quality_gates.as_ref();
-        QualityGates {
-            pre_deployment: own
-                .and_then(|g| g.pre_deployment.clone())
-                .unwrap_or_else(|| self.quality_gates.pre_deployment.clone()),
-            post_deployment: own
-                .and_then(|g| g.post_deployment.clone())
-                .unwrap_or_else(|| self.quality_gates.post_deployment.clone()),
-        }
+        self.quality_gates
+            .overridden_by(environment.quality_gates.as_ref())
     }
 
     /// The rollback criteria of an environment: its own, or the top-level ones.
