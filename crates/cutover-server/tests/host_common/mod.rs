@@ -134,7 +134,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
 "#
     );
-    let deploy = "name: web\ntype: custom\ncommand: exec python3 app.py\nhealthCheck:\n  path: /health\n  interval: 200ms\n  deadline: 4s\ndrainTimeout: 1s\nkeepReleases: 3\n".to_string();
+    let deploy = "name: web\ntype: custom\ncommand: exec python3 app.py\nhealthCheck:\n  path: /health\n  interval: 200ms\n  deadline: 10s\ndrainTimeout: 1s\nkeepReleases: 3\n".to_string();
     bundle(&[("deploy.yml", deploy), ("app.py", app)])
 }
 
