@@ -464,17 +464,7 @@ pub fn device_compatibility(
             json!({ "targets": targets.len(), "compatible_hardware": hw }),
         );
     }
-    let misfits: Vec<String> = targets
-        .iter()
-        .filter(|t| !t.hardware_model.as_ref().is_some_and(|m| hw.contains(m)))
-        .map(|t| {
-            format!(
-                "{} ({})",
-                t.id,
-                t.hardware_model.as_deref().unwrap_or("unknown hardware")
-            )
-        })
-        .collect();
+    let misfits: Vec<String> = crate::validate::hardware_misfits(targets, hw).collect();
     let measured = json!({
         "targets": targets.len(), "compatible_hardware": hw, "misfits": misfits.len(),
     });

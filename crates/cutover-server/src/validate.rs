@@ -209,21 +209,8 @@ pub async fn check_plan(state: &AppState, req: &CreatePlan) -> Result<CheckedPla
         })?;
     let targets = select_targets(state, req).await?;
     if !artifact.compatible_hardware.is_empty() {
-        let misfits: Vec<String> = targets
-            .iter()
-            .filter(|t| {
-                !t.hardware_model
-                    .as_ref()
-                    .is_some_and(|m| artifact.compatible_hardware.contains(m))
-            })
+        let misfits: Vec<String> = hardware_misfits(&targets, &artifact.compatible_hardware)
             .take(5)
-            .map(|t| {
-                format!(
-                    "{} ({})",
-                    t.id,
-                    t.hardware_model.as_deref().unwrap_or("unknown hardware")
-                )
-            })
             .collect();
         if !misfits.is_empty() {
             return Err(ApiError::rule(
@@ -313,6 +300,27 @@ pub async fn select_targets(
     }
     targets.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(targets)
+}
+
+/// The targets whose hardware is not in `hardware`, as `id (model)`.
+pub(crate) fn hardware_misfits<'a>(
+    targets: &'a [cutover_store::TargetRow],
+    hardware: &'a [String],
+) -> impl Iterator<Item = String> + 'a {
+    targets
+        .iter()
+        .filter(|t| {
+            !t.hardware_model
+                .as_ref()
+                .is_some_and(|m| hardware.contains(m))
+        })
+        .map(|t| {
+            format!(
+                "{} ({})",
+                t.id,
+                t.hardware_model.as_deref().unwrap_or("unknown hardware")
+            )
+        })
 }
 
 #[cfg(test)]
