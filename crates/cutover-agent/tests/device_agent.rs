@@ -65,8 +65,15 @@ fn agent(id: &str, profile: SimProfile) -> (Arc<Agent<SimDevice>>, UnboundedRece
 
 /// Collects messages until a final status arrives (or a second passes).
 async fn until_final(rx: &mut UnboundedReceiver<Outgoing>) -> Vec<AgentMessage> {
+    until_final_within(rx, Duration::from_secs(1)).await
+}
+
+async fn until_final_within(
+    rx: &mut UnboundedReceiver<Outgoing>,
+    within: Duration,
+) -> Vec<AgentMessage> {
     let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(1);
+    let deadline = Instant::now() + within;
     while Instant::now() < deadline {
         if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(50), rx.recv()).await {
             let done = matches!(&m.message, AgentMessage::Status(s) if s.stage.is_final());
@@ -92,12 +99,13 @@ fn stages(msgs: &[AgentMessage]) -> Vec<Stage> {
 }
 
 #[tokio::test]
-async fn a_command_is_acked_run_once_and_its_reports_resent_until_acked() {
+async fn an_install_is_answered_by_its_reports_run_once_and_its_latest_report_resent_until_acked() {
     let (agent, mut rx) = agent("d-1", SimProfile::default());
     agent.handle(install(agent.target(), 1));
     let msgs = until_final(&mut rx).await;
+    // A new install is answered by its first report, not by an acknowledgement.
     assert!(
-        matches!(&msgs[0], AgentMessage::Ack { key, .. } if key.sequence == 1),
+        matches!(&msgs[0], AgentMessage::Status(s) if s.stage == Stage::Downloading && s.attempt == 1),
         "{msgs:?}"
     );
     assert_eq!(
@@ -123,25 +131,66 @@ async fn a_command_is_acked_run_once_and_its_reports_resent_until_acked() {
     agent.handle(install(agent.target(), 1));
     let again = until_final(&mut rx).await;
     assert_eq!(again.len(), 1, "{again:?}");
-    assert!(matches!(&again[0], AgentMessage::Ack { .. }));
+    assert!(matches!(&again[0], AgentMessage::Ack { key, .. } if key.sequence == 1));
     assert_eq!(agent.stats().duplicates, 1);
 
-    // Nothing acknowledged: every report goes out again.
-    assert_eq!(agent.unacked(), 4);
+    // Nothing acknowledged: the latest report (the final one) goes out again;
+    // the progress reports it superseded do not.
+    assert_eq!(agent.unacked(), 1);
     tokio::time::sleep(Duration::from_millis(250)).await;
-    assert_eq!(agent.resend_due(Instant::now()), 4);
+    assert_eq!(agent.resend_due(Instant::now()), 1);
+    let resent = rx.recv().await.expect("open");
+    let AgentMessage::Status(last) = &resent.message else {
+        panic!("{resent:?}")
+    };
+    assert_eq!(last.stage, Stage::Succeeded);
     // Acknowledged: nothing more.
-    for m in &msgs {
-        if let AgentMessage::Status(s) = m {
-            agent.handle(ServerMessage::Ack {
-                v: PROTOCOL_VERSION,
-                key: s.key(),
-            });
-        }
-    }
+    agent.handle(ServerMessage::Ack {
+        v: PROTOCOL_VERSION,
+        key: last.key(),
+    });
     assert_eq!(agent.unacked(), 0);
     tokio::time::sleep(Duration::from_millis(250)).await;
     assert_eq!(agent.resend_due(Instant::now()), 0);
+}
+
+#[tokio::test]
+async fn a_progress_report_that_lasts_is_resent_until_acked_then_superseded() {
+    // Each slow stage lasts 1.5 s; reports are re-sent after 200 ms.
+    let (agent, mut rx) = agent(
+        "d-6",
+        SimProfile {
+            latency: Duration::from_millis(1500),
+            ..SimProfile::default()
+        },
+    );
+    agent.handle(install(agent.target(), 1));
+    let first = rx.recv().await.expect("open");
+    let AgentMessage::Status(downloading) = &first.message else {
+        panic!("{first:?}")
+    };
+    assert_eq!(downloading.stage, Stage::Downloading);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    // Still downloading, not acknowledged: sent again.
+    assert_eq!(agent.resend_due(Instant::now()), 1);
+    let again = rx.recv().await.expect("open");
+    assert!(
+        matches!(&again.message, AgentMessage::Status(s) if s.key() == downloading.key()),
+        "{again:?}"
+    );
+    // The server acknowledges the repeat: nothing waits any more.
+    agent.handle(ServerMessage::Ack {
+        v: PROTOCOL_VERSION,
+        key: downloading.key(),
+    });
+    assert_eq!(agent.unacked(), 0);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(agent.resend_due(Instant::now()), 0);
+    // The install goes on; its final report supersedes every unacknowledged one.
+    let rest = until_final_within(&mut rx, Duration::from_secs(20)).await;
+    let stages = stages(&rest);
+    assert_eq!(stages.last(), Some(&Stage::Succeeded), "{rest:?}");
+    assert_eq!(agent.unacked(), 1);
 }
 
 #[tokio::test]

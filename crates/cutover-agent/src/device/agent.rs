@@ -1,11 +1,14 @@
 //! The agent's state machine, shared by the real agent and the fleet simulator.
 //!
 //! It turns server messages into work on a [`Device`] and reports each stage.
-//! Reliability is its job, not the transport's: every command is acknowledged
-//! (again, if it is repeated), a command already seen is not run twice, a
-//! later attempt supersedes an earlier one, and every report is sent again
-//! every `resend_after` until the server acknowledges it. The transport only
-//! moves [`Outgoing`] messages out and [`ServerMessage`]s in.
+//! Reliability is its job, not the transport's: every command is answered
+//! (a new install by its `downloading` report, anything else and every repeat
+//! by an acknowledgement), a command already seen is not run twice, a later
+//! attempt supersedes an earlier one, and the latest report of an action is
+//! sent again every `resend_after` until the server acknowledges it (a report
+//! supersedes the earlier ones of the same attempt, so only the latest is
+//! re-sent). The transport only moves [`Outgoing`] messages out and
+//! [`ServerMessage`]s in.
 
 use cutover_core::protocol::{
     AgentMessage, ArtifactRef, Channel, Command, CommandKind, FailedStep, Health, Hello,
@@ -14,6 +17,7 @@ use cutover_core::protocol::{
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -181,6 +185,9 @@ pub struct Agent<D: Device> {
     out: mpsc::UnboundedSender<Outgoing>,
     resend_after: Duration,
     inner: Mutex<Inner>,
+    /// `inner.unacked.len()`, readable without the lock: a simulator sweeps
+    /// 100,000 agents for re-sends and most have nothing waiting.
+    waiting: AtomicUsize,
 }
 
 fn hello_key() -> MessageKey {
@@ -212,6 +219,7 @@ impl<D: Device> Agent<D> {
                 stats: AgentStats::default(),
                 first_rollback: HashMap::new(),
             }),
+            waiting: AtomicUsize::new(0),
         })
     }
 
@@ -229,7 +237,14 @@ impl<D: Device> Agent<D> {
 
     /// How many reports still wait for an acknowledgement.
     pub fn unacked(&self) -> usize {
-        self.inner.lock().expect("agent lock").unacked.len()
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Drops a message that no longer waits for an acknowledgement.
+    fn forget(&self, inner: &mut Inner, key: &MessageKey) -> Option<Pending> {
+        let removed = inner.unacked.remove(key);
+        self.waiting.store(inner.unacked.len(), Ordering::Relaxed);
+        removed
     }
 
     /// Whether an action is running.
@@ -246,6 +261,16 @@ impl<D: Device> Agent<D> {
         super::mac::sign_message(&mut message, &self.id.key);
         if let Some(key) = key {
             let mut inner = self.inner.lock().expect("agent lock");
+            if let AgentMessage::Status(report) = &message {
+                // A report supersedes the earlier ones of the same attempt:
+                // only the latest is re-sent.
+                let attempt = report.attempt;
+                inner.unacked.retain(|k, p| {
+                    !(k.execution == key.execution
+                        && k.action == key.action
+                        && matches!(&p.message, AgentMessage::Status(r) if r.attempt == attempt))
+                });
+            }
             inner.unacked.insert(
                 key,
                 Pending {
@@ -254,6 +279,7 @@ impl<D: Device> Agent<D> {
                     sent_at: Instant::now(),
                 },
             );
+            self.waiting.store(inner.unacked.len(), Ordering::Relaxed);
         }
         let _ = self.out.send(Outgoing {
             target: self.target.clone(),
@@ -293,6 +319,9 @@ impl<D: Device> Agent<D> {
 
     /// Sends again every report older than `resend_after`; returns how many.
     pub fn resend_due(&self, now: Instant) -> usize {
+        if self.waiting.load(Ordering::Relaxed) == 0 {
+            return 0;
+        }
         let due: Vec<(Channel, AgentMessage)> = {
             let mut inner = self.inner.lock().expect("agent lock");
             let mut due = Vec::new();
@@ -362,7 +391,10 @@ impl<D: Device> Agent<D> {
         self.inner.lock().expect("agent lock").stats.received += 1;
         match msg {
             ServerMessage::Ack { key, .. } | ServerMessage::Nack { key, .. } => {
-                let removed = self.inner.lock().expect("agent lock").unacked.remove(&key);
+                let removed = {
+                    let mut inner = self.inner.lock().expect("agent lock");
+                    self.forget(&mut inner, &key)
+                };
                 if let Some(Pending {
                     message: AgentMessage::Status(report),
                     ..
@@ -377,11 +409,8 @@ impl<D: Device> Agent<D> {
                 }
             }
             ServerMessage::HelloAck { .. } => {
-                self.inner
-                    .lock()
-                    .expect("agent lock")
-                    .unacked
-                    .remove(&hello_key());
+                let mut inner = self.inner.lock().expect("agent lock");
+                self.forget(&mut inner, &hello_key());
             }
             ServerMessage::Command(cmd) => self.command(cmd),
         }
@@ -412,16 +441,18 @@ impl<D: Device> Agent<D> {
             );
             return;
         }
-        self.send(
-            Channel::Status,
-            AgentMessage::Ack {
-                v: PROTOCOL_VERSION,
-                target: self.id.target.clone(),
-                key: key.clone(),
-                mac: String::new(),
-            },
-            None,
-        );
+        let ack = || {
+            self.send(
+                Channel::Status,
+                AgentMessage::Ack {
+                    v: PROTOCOL_VERSION,
+                    target: self.id.target.clone(),
+                    key: key.clone(),
+                    mac: String::new(),
+                },
+                None,
+            )
+        };
         let mut inner = self.inner.lock().expect("agent lock");
         inner.stats.commands += 1;
         if matches!(cmd.kind, CommandKind::Rollback { .. }) {
@@ -433,7 +464,14 @@ impl<D: Device> Agent<D> {
         let slot = (cmd.execution.clone(), cmd.action.clone());
         if inner.seen.get(&slot).is_some_and(|a| *a >= cmd.attempt) {
             inner.stats.duplicates += 1;
+            drop(inner);
+            ack();
             return;
+        }
+        // A new install is answered by its `downloading` report, sent at once;
+        // anything else is acknowledged first.
+        if !matches!(cmd.kind, CommandKind::Install { .. }) {
+            ack();
         }
         inner.seen.insert(slot, cmd.attempt);
         // One action at a time: a newer command supersedes the running one.
