@@ -92,28 +92,97 @@ impl BatchWrites for SqliteConnection {
     }
 
     async fn apply_action_updates(&mut self, updates: &[ActionUpdate]) -> Result<()> {
-        for u in updates {
-            let n = sqlx::query(
-                "UPDATE actions SET status = $2, last_seq = MAX(last_seq, COALESCE($3, last_seq)), \
-                 error = $4, attempt = attempt + $5, updated_at = $6 WHERE id = $1",
-            )
-            .bind(&u.action_id)
-            .bind(&u.status)
-            .bind(u.last_seq)
-            .bind(&u.error)
-            .bind(i64::from(u.bump_attempt))
-            .bind(ts(u.at))
-            .execute(&mut *self)
-            .await?
-            .rows_affected();
-            if n == 0 {
-                return Err(StoreError::Invalid(format!(
-                    "action {} does not exist",
-                    u.action_id
-                )));
-            }
+        // Many rows per statement: one UPDATE per action was most of a commit
+        // at 100,000 devices. Full chunks share one SQL text, so the prepared
+        // statement is reused from the cache.
+        let merged = MergedUpdates::new(updates);
+        let rows = rows_per_statement(Self::MAX_BINDS, 6).min(2_000);
+        let mut start = 0;
+        while start < merged.id.len() {
+            let end = (start + rows).min(merged.id.len());
+            let mut q = QueryBuilder::new("WITH u(id, status, last_seq, error, bump, at) AS (");
+            q.push_values(start..end, |mut b, i| {
+                b.push_bind(merged.id[i])
+                    .push_bind(merged.status[i])
+                    .push_bind(merged.last_seq[i])
+                    .push_bind(merged.error[i])
+                    .push_bind(merged.bump[i])
+                    .push_bind(merged.at[i]);
+            });
+            q.push(
+                ") UPDATE actions SET status = u.status, \
+                 last_seq = MAX(actions.last_seq, COALESCE(u.last_seq, actions.last_seq)), \
+                 error = u.error, attempt = actions.attempt + u.bump, updated_at = u.at \
+                 FROM u WHERE actions.id = u.id",
+            );
+            let n = q.build().execute(&mut *self).await?.rows_affected();
+            merged.check(start..end, n)?;
+            start = end;
         }
         Ok(())
+    }
+}
+
+/// A batch's action updates merged per action, as if applied in order: the
+/// latest status, error and time win, attempts add up, the highest sequence
+/// stays. Column by column, as PostgreSQL's UNNEST wants them.
+struct MergedUpdates<'a> {
+    id: Vec<&'a str>,
+    status: Vec<&'a str>,
+    last_seq: Vec<Option<i64>>,
+    error: Vec<Option<&'a str>>,
+    bump: Vec<i64>,
+    at: Vec<chrono::DateTime<chrono::Utc>>,
+}
+
+impl<'a> MergedUpdates<'a> {
+    fn new(updates: &'a [ActionUpdate]) -> Self {
+        let n = updates.len();
+        let mut m = Self {
+            id: Vec::with_capacity(n),
+            status: Vec::with_capacity(n),
+            last_seq: Vec::with_capacity(n),
+            error: Vec::with_capacity(n),
+            bump: Vec::with_capacity(n),
+            at: Vec::with_capacity(n),
+        };
+        let mut seen: std::collections::HashMap<&str, usize> =
+            std::collections::HashMap::with_capacity(n);
+        for u in updates {
+            if let Some(&i) = seen.get(u.action_id.as_str()) {
+                m.status[i] = u.status.as_str();
+                m.last_seq[i] = match (m.last_seq[i], u.last_seq) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    (a, b) => a.or(b),
+                };
+                m.error[i] = u.error.as_deref();
+                m.bump[i] += i64::from(u.bump_attempt);
+                m.at[i] = ts(u.at);
+                continue;
+            }
+            seen.insert(u.action_id.as_str(), m.id.len());
+            m.id.push(u.action_id.as_str());
+            m.status.push(u.status.as_str());
+            m.last_seq.push(u.last_seq);
+            m.error.push(u.error.as_deref());
+            m.bump.push(i64::from(u.bump_attempt));
+            m.at.push(ts(u.at));
+        }
+        m
+    }
+
+    /// Fails unless the statement for `rows` updated every one of them.
+    fn check(&self, rows: std::ops::Range<usize>, updated: u64) -> Result<()> {
+        let expected = rows.len() as u64;
+        if updated == expected {
+            return Ok(());
+        }
+        Err(StoreError::Invalid(format!(
+            "{} of {} updated actions do not exist (first of them: {})",
+            expected.saturating_sub(updated),
+            expected,
+            self.id[rows.start]
+        )))
     }
 }
 
@@ -158,35 +227,11 @@ impl BatchWrites for PgConnection {
     }
 
     async fn apply_action_updates(&mut self, updates: &[ActionUpdate]) -> Result<()> {
-        for chunk in updates.chunks(50_000) {
-            let mut id = Vec::with_capacity(chunk.len());
-            let mut status = Vec::with_capacity(chunk.len());
-            let mut last_seq = Vec::with_capacity(chunk.len());
-            let mut error = Vec::with_capacity(chunk.len());
-            let mut bump = Vec::with_capacity(chunk.len());
-            let mut at = Vec::with_capacity(chunk.len());
-            // Later updates of the same action in one batch win, as if applied in order.
-            let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-            for u in chunk.iter() {
-                if let Some(&i) = seen.get(u.action_id.as_str()) {
-                    status[i] = u.status.as_str();
-                    last_seq[i] = match (last_seq[i], u.last_seq) {
-                        (Some(a), Some(b)) => Some(std::cmp::max(a, b)),
-                        (a, b) => a.or(b),
-                    };
-                    error[i] = u.error.as_deref();
-                    bump[i] += i64::from(u.bump_attempt);
-                    at[i] = ts(u.at);
-                    continue;
-                }
-                seen.insert(u.action_id.as_str(), id.len());
-                id.push(u.action_id.as_str());
-                status.push(u.status.as_str());
-                last_seq.push(u.last_seq);
-                error.push(u.error.as_deref());
-                bump.push(i64::from(u.bump_attempt));
-                at.push(ts(u.at));
-            }
+        // One array per column: six binds whatever the number of rows.
+        let merged = MergedUpdates::new(updates);
+        let mut start = 0;
+        while start < merged.id.len() {
+            let end = (start + 50_000).min(merged.id.len());
             let n = sqlx::query(
                 "UPDATE actions a SET status = u.status, \
                  last_seq = GREATEST(a.last_seq, COALESCE(u.last_seq, a.last_seq)), \
@@ -194,22 +239,17 @@ impl BatchWrites for PgConnection {
                  FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::text[], $5::int8[], $6::timestamptz[]) \
                  AS u(id, status, last_seq, error, bump, at) WHERE a.id = u.id",
             )
-            .bind(&id)
-            .bind(&status)
-            .bind(&last_seq)
-            .bind(&error)
-            .bind(&bump)
-            .bind(&at)
+            .bind(&merged.id[start..end])
+            .bind(&merged.status[start..end])
+            .bind(&merged.last_seq[start..end])
+            .bind(&merged.error[start..end])
+            .bind(&merged.bump[start..end])
+            .bind(&merged.at[start..end])
             .execute(&mut *self)
             .await?
             .rows_affected();
-            if n != id.len() as u64 {
-                return Err(StoreError::Invalid(format!(
-                    "{} of {} updated actions do not exist",
-                    id.len() as u64 - n,
-                    id.len()
-                )));
-            }
+            merged.check(start..end, n)?;
+            start = end;
         }
         Ok(())
     }
@@ -295,6 +335,14 @@ impl Store {
         )
     }
 
+    /// An execution's status alone (pollers need not decode its spec, which lists every target).
+    pub async fn execution_status(&self, id: &str) -> Result<String> {
+        let (status,): (String,) = read!(self, db => sqlx::query_as(
+            "SELECT status FROM executions WHERE id = $1"
+        ).bind(id).fetch_one(db).await?);
+        Ok(status)
+    }
+
     /// Executions matching the filter, newest first.
     pub async fn list_executions(&self, f: &ExecutionFilter) -> Result<Vec<ExecutionRow>> {
         Ok(read!(self, db => {
@@ -331,6 +379,14 @@ impl Store {
     pub async fn list_actions(&self, execution_id: &str) -> Result<Vec<ActionRow>> {
         Ok(read!(self, db => sqlx::query_as(
             "SELECT * FROM actions WHERE execution_id = $1 ORDER BY wave_index, target_id"
+        ).bind(execution_id).fetch_all(db).await?))
+    }
+
+    /// `(target id, action id)` of each action of an execution: what loading it for the
+    /// orchestrator needs, without reading every action row in full.
+    pub async fn action_ids(&self, execution_id: &str) -> Result<Vec<(String, String)>> {
+        Ok(read!(self, db => sqlx::query_as(
+            "SELECT target_id, id FROM actions WHERE execution_id = $1"
         ).bind(execution_id).fetch_all(db).await?))
     }
 

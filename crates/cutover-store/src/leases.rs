@@ -3,7 +3,7 @@
 //! Runnable executions are claimed with `FOR UPDATE SKIP LOCKED` on PostgreSQL so replicas
 //! polling together never wait on, or take, the same execution.
 
-use crate::{ExecutionRow, LeaseRow, Result, Store, chrono_duration, ts};
+use crate::{LeaseRow, Result, Store, chrono_duration, ts};
 use chrono::{DateTime, Utc};
 use std::time::Duration;
 
@@ -75,27 +75,54 @@ impl Store {
 
     /// Claims the leases of up to `limit` unfinished executions (pending, running, paused)
     /// that nobody holds (or whose lease expired, or that are already ours), oldest first.
+    /// Returns their ids only: an execution's spec lists every target, megabytes for a
+    /// large fleet, and the poller needs the rows of newly claimed executions alone.
     pub async fn claim_runnable_executions(
         &self,
         owner: &str,
         now: DateTime<Utc>,
         ttl: Duration,
         limit: i64,
-    ) -> Result<Vec<ExecutionRow>> {
+    ) -> Result<Vec<String>> {
         let now = ts(now);
         let until = ts(now + chrono_duration(ttl));
         let lock = match self.backend() {
             crate::BackendKind::Postgres => " FOR UPDATE OF e SKIP LOCKED",
             crate::BackendKind::Sqlite => "",
         };
-        let select = sqlx::AssertSqlSafe(format!(
-            "SELECT e.* FROM executions e LEFT JOIN leases l ON l.resource = 'execution:' || e.id \
+        let runnable = "SELECT e.id FROM executions e LEFT JOIN leases l ON l.resource = 'execution:' || e.id \
              WHERE e.status IN ('pending', 'running', 'paused') \
              AND (l.resource IS NULL OR l.owner = $1 OR l.expires_at <= $2) \
-             ORDER BY e.created_at, e.id LIMIT $3{lock}"
-        ));
-        let claimed: Vec<ExecutionRow> = tx!(self, tx => {
-            let candidates: Vec<ExecutionRow> = sqlx::query_as(select)
+             ORDER BY e.created_at, e.id LIMIT $3";
+        // Most polls find only executions this owner already holds. Those are
+        // answered from a read, without the write transaction: on SQLite it
+        // would queue behind the commit of a large step for a second or more.
+        let (candidates, held): (Vec<(String,)>, Vec<(String,)>) = read!(self, db => {
+            let candidates: Vec<(String,)> = sqlx::query_as(runnable)
+                .bind(owner)
+                .bind(now)
+                .bind(limit)
+                .fetch_all(db)
+                .await?;
+            let held: Vec<(String,)> = sqlx::query_as(
+                "SELECT resource FROM leases WHERE owner = $1 AND expires_at > $2",
+            )
+            .bind(owner)
+            .bind(now)
+            .fetch_all(db)
+            .await?;
+            (candidates, held)
+        });
+        let held: std::collections::HashSet<String> = held.into_iter().map(|(r,)| r).collect();
+        if candidates
+            .iter()
+            .all(|(id,)| held.contains(&execution_lease_resource(id)))
+        {
+            return Ok(candidates.into_iter().map(|(id,)| id).collect());
+        }
+        let select = sqlx::AssertSqlSafe(format!("{runnable}{lock}"));
+        let claimed: Vec<String> = tx!(self, tx => {
+            let candidates: Vec<(String,)> = sqlx::query_as(select)
                 .bind(owner)
                 .bind(now)
                 .bind(limit)
@@ -114,20 +141,20 @@ impl Store {
             .await?;
             let held: std::collections::HashSet<String> = held.into_iter().map(|(r,)| r).collect();
             let mut claimed = Vec::with_capacity(candidates.len());
-            for e in candidates {
-                if held.contains(&execution_lease_resource(&e.id)) {
-                    claimed.push(e);
+            for (id,) in candidates {
+                if held.contains(&execution_lease_resource(&id)) {
+                    claimed.push(id);
                     continue;
                 }
                 let got: Option<(String,)> = sqlx::query_as(CLAIM_SQL)
-                    .bind(execution_lease_resource(&e.id))
+                    .bind(execution_lease_resource(&id))
                     .bind(owner)
                     .bind(now)
                     .bind(until)
                     .fetch_optional(&mut *tx)
                     .await?;
                 if got.is_some() {
-                    claimed.push(e);
+                    claimed.push(id);
                 }
             }
             claimed

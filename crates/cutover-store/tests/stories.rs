@@ -527,6 +527,15 @@ async fn execution_with_a_thousand_actions(db: &TestDb) -> Result<()> {
     );
     ensure!(actions.iter().filter(|a| a.wave_index == 0).count() == 100);
     ensure!(actions[0].target_id == "dev-00000" && actions[999].target_id == "dev-00999");
+    // The orchestrator's light read: one (target, action) pair per action, the same pairs.
+    let mut pairs = s.action_ids(&exec.id).await?;
+    pairs.sort();
+    let mut full: Vec<(String, String)> = actions
+        .iter()
+        .map(|a| (a.target_id.clone(), a.id.clone()))
+        .collect();
+    full.sort();
+    ensure!(pairs == full);
     let waves = s.list_waves(&exec.id).await?;
     ensure!(waves.len() == 2 && waves[0].target_count == 100 && waves[1].target_count == 900);
     let open = s.actions_for_target("dev-00500", true).await?;
@@ -675,6 +684,7 @@ async fn commit_step_is_atomic(db: &TestDb) -> Result<()> {
     ensure!(s.list_gate_results(&exec.id).await?.len() == 1);
     let e = s.get_execution(&exec.id).await?;
     ensure!(e.status == "running" && e.state["phase"] == "wave0" && e.started_at == Some(t0()));
+    ensure!(s.execution_status(&exec.id).await? == "running");
     let w = &s.list_waves(&exec.id).await?[0];
     ensure!(w.status == "running" && w.started_at == Some(t0()));
 
@@ -1067,7 +1077,7 @@ async fn runnable_executions_are_claimed_once(db: &TestDb) -> Result<()> {
     let a = s.claim_runnable_executions("a", t0(), ttl, 2).await?;
     let b = s.claim_runnable_executions("b", t0(), ttl, 10).await?;
     ensure!(a.len() == 2 && b.len() == 1, "a {} b {}", a.len(), b.len());
-    let mut all: Vec<String> = a.iter().chain(&b).map(|e| e.id.clone()).collect();
+    let mut all: Vec<String> = a.iter().chain(&b).cloned().collect();
     all.sort();
     ids.sort();
     ensure!(all == ids && !all.contains(&done.id));
@@ -1081,13 +1091,13 @@ async fn runnable_executions_are_claimed_once(db: &TestDb) -> Result<()> {
     // Replica a dies: after expiry, b takes its executions.
     let later = t0() + TimeDelta::seconds(31);
     ensure!(
-        s.renew_lease(&lease_resource(&b[0].id), "b", later, ttl)
+        s.renew_lease(&lease_resource(&b[0]), "b", later, ttl)
             .await?
     );
     let taken = s.claim_runnable_executions("b", later, ttl, 10).await?;
     ensure!(taken.len() == 3);
     let l = s
-        .get_lease(&lease_resource(&a[0].id))
+        .get_lease(&lease_resource(&a[0]))
         .await?
         .context("lease")?;
     ensure!(l.owner == "b" && l.epoch == 2);
@@ -1100,7 +1110,7 @@ async fn runnable_executions_are_claimed_once(db: &TestDb) -> Result<()> {
     );
     let (x, y) = (x?, y?);
     ensure!(x.len() + y.len() == 3, "x {} y {}", x.len(), y.len());
-    ensure!(x.iter().all(|e| !y.iter().any(|f| f.id == e.id)));
+    ensure!(x.iter().all(|e| !y.contains(e)));
     Ok(())
 }
 

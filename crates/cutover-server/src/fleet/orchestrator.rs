@@ -86,8 +86,11 @@ struct Run {
     artifact: ArtifactRef,
     previous: Vec<Option<String>>,
     last_seq: i64,
-    /// Commands not yet acknowledged, by target index.
-    unacked: HashMap<u32, (ServerMessage, Instant)>,
+    /// Commands not yet acknowledged, by target index, with when they were
+    /// last sent: `None` while their commit is still queued (the committer
+    /// sends them and reports [`Sent`]), so a slow commit does not make the
+    /// re-send timer repeat commands that never left.
+    unacked: HashMap<u32, (ServerMessage, Option<Instant>)>,
     seen_reports: HashSet<MessageKey>,
     status: &'static str,
     /// Reasons of failed targets, for the execution's summary.
@@ -128,6 +131,14 @@ impl Run {
             default_max_error_rate: max,
         }
     }
+}
+
+/// Commands of one commit that the committer has just sent.
+struct Sent {
+    execution: String,
+    generation: u64,
+    targets: Vec<u32>,
+    at: Instant,
 }
 
 /// The verdict of gates that ran off the orchestrator's loop.
@@ -206,6 +217,10 @@ pub(crate) struct Orchestrator {
     generation: u64,
     commits: mpsc::UnboundedSender<CommitJob>,
     reloads: mpsc::UnboundedReceiver<(String, u64)>,
+    sent: mpsc::UnboundedReceiver<Sent>,
+    /// Executions whose lease could not be renewed (another replica took it).
+    lost_tx: mpsc::UnboundedSender<(String, u64)>,
+    lost: mpsc::UnboundedReceiver<(String, u64)>,
     last_resend: Instant,
     keys: HashMap<String, Option<Vec<u8>>>,
     last_claim: Instant,
@@ -221,7 +236,9 @@ impl Orchestrator {
         let long_ago = Instant::now() - Duration::from_secs(3600);
         let (commits, jobs) = mpsc::unbounded_channel();
         let (reload_tx, reloads) = mpsc::unbounded_channel();
-        tokio::spawn(committer(shared.clone(), jobs, reload_tx));
+        let (sent_tx, sent) = mpsc::unbounded_channel();
+        let (lost_tx, lost) = mpsc::unbounded_channel();
+        tokio::spawn(committer(shared.clone(), jobs, reload_tx, sent_tx));
         let (gates_tx, gates_rx) = mpsc::unbounded_channel();
         // One TLS backend for the process (a no-op when already installed).
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -235,6 +252,9 @@ impl Orchestrator {
             generation: 0,
             commits,
             reloads,
+            sent,
+            lost_tx,
+            lost,
             last_resend: Instant::now(),
             keys: HashMap::new(),
             last_claim: long_ago,
@@ -261,6 +281,8 @@ impl Orchestrator {
                 Some(g) = self.gates_rx.recv() => gates.push(g),
                 Some(_) = wake.recv() => woken = true,
                 Some(r) = self.reloads.recv() => self.reload(r),
+                Some(s) = self.sent.recv() => self.mark_sent(s),
+                Some(l) = self.lost.recv() => self.lease_lost(l),
                 _ = tick.tick() => {}
             }
             // Take what else is ready, without waiting: a report is decided on
@@ -277,6 +299,12 @@ impl Orchestrator {
             while let Ok(r) = self.reloads.try_recv() {
                 self.reload(r);
             }
+            while let Ok(s) = self.sent.try_recv() {
+                self.mark_sent(s);
+            }
+            while let Ok(l) = self.lost.try_recv() {
+                self.lease_lost(l);
+            }
             while let Ok(g) = self.gates_rx.try_recv() {
                 gates.push(g);
             }
@@ -291,6 +319,33 @@ impl Orchestrator {
                 .store
                 .release_lease(&execution_lease_resource(id), &settings.owner)
                 .await;
+        }
+    }
+
+    /// Another replica took the execution's lease: it is theirs to drive now.
+    fn lease_lost(&mut self, (id, generation): (String, u64)) {
+        if self
+            .runs
+            .get(&id)
+            .is_some_and(|r| r.generation == generation)
+        {
+            tracing::warn!(execution = id, "lease lost; another replica owns it now");
+            self.runs.remove(&id);
+        }
+    }
+
+    /// Starts the re-send clock of commands the committer has sent.
+    fn mark_sent(&mut self, sent: Sent) {
+        let Some(run) = self.runs.get_mut(&sent.execution) else {
+            return;
+        };
+        if run.generation != sent.generation {
+            return;
+        }
+        for t in sent.targets {
+            if let Some((_, at @ None)) = run.unacked.get_mut(&t) {
+                *at = Some(sent.at);
+            }
         }
     }
 
@@ -323,14 +378,16 @@ impl Orchestrator {
                 .store
                 .claim_runnable_executions(&settings.owner, Utc::now(), ttl, 100)
                 .await?;
-            for row in claimed {
+            for id in claimed {
                 // A finished execution stays claimable until its last commit lands.
-                if !self.runs.contains_key(&row.id) && !self.finished.contains(&row.id) {
-                    match self.load(&row).await {
-                        Ok(()) => {}
-                        Err(e) => {
-                            tracing::warn!(execution = row.id, error = %e, "cannot load execution")
-                        }
+                // Only newly claimed executions are read in full.
+                if !self.runs.contains_key(&id) && !self.finished.contains(&id) {
+                    let loaded = match self.shared.store.get_execution(&id).await {
+                        Ok(row) => self.load(&row).await,
+                        Err(e) => Err(e.into()),
+                    };
+                    if let Err(e) = loaded {
+                        tracing::warn!(execution = id, error = %e, "cannot load execution");
                     }
                 }
             }
@@ -338,24 +395,31 @@ impl Orchestrator {
         }
         if self.last_renew.elapsed() >= ttl / 3 {
             self.last_renew = Instant::now();
-            let ids: Vec<String> = self.runs.keys().cloned().collect();
-            for id in ids {
-                let ok = self
-                    .shared
-                    .store
-                    .renew_lease(
-                        &execution_lease_resource(&id),
-                        &settings.owner,
-                        Utc::now(),
-                        ttl,
-                    )
-                    .await
-                    .unwrap_or(false);
-                if !ok {
-                    tracing::warn!(execution = id, "lease lost; another replica owns it now");
-                    self.runs.remove(&id);
+            // Off the loop: a write waits for the store's writer, which the
+            // commit of a large step holds for a second or more.
+            let ids: Vec<(String, u64)> = self
+                .runs
+                .values()
+                .map(|r| (r.id.clone(), r.generation))
+                .collect();
+            let (shared, lost) = (self.shared.clone(), self.lost_tx.clone());
+            tokio::spawn(async move {
+                for (id, generation) in ids {
+                    let ok = shared
+                        .store
+                        .renew_lease(
+                            &execution_lease_resource(&id),
+                            &shared.settings.owner,
+                            Utc::now(),
+                            ttl,
+                        )
+                        .await
+                        .unwrap_or(false);
+                    if !ok {
+                        let _ = lost.send((id, generation));
+                    }
                 }
-            }
+            });
         }
 
         let mut pending: HashMap<String, Pending> = HashMap::new();
@@ -414,10 +478,10 @@ impl Orchestrator {
             .and_then(|v| v.as_str())
             .unwrap_or_default();
         let artifact = super::artifacts::artifact_ref(&store.get_artifact(artifact_id).await?);
-        let actions_rows = store.list_actions(&row.id).await?;
-        let by_target: HashMap<&str, &str> = actions_rows
+        let action_ids = store.action_ids(&row.id).await?;
+        let by_target: HashMap<&str, &str> = action_ids
             .iter()
-            .map(|a| (a.target_id.as_str(), a.id.as_str()))
+            .map(|(target, action)| (target.as_str(), action.as_str()))
             .collect();
         let actions: Vec<String> = targets
             .iter()
@@ -515,9 +579,7 @@ impl Orchestrator {
                         .map(|v| v.as_str().map(str::to_string))
                         .collect();
                 }
-                if let Some(ev) = stored_event(&e.kind, &e.payload, e.at.timestamp_millis()) {
-                    replay.push(ev);
-                }
+                replay.extend(stored_events(&e.kind, &e.payload, e.at.timestamp_millis()));
             }
             run.rollout = Rollout::replay(spec, n, replay).map_err(|e| anyhow::anyhow!("{e}"))?;
             run.status = execution_status(run.rollout.status());
@@ -525,7 +587,7 @@ impl Orchestrator {
             for t in 0..n {
                 if let Some(msg) = in_flight_command(&run, t) {
                     run.unacked
-                        .insert(t, (msg, Instant::now() - Duration::from_secs(3600)));
+                        .insert(t, (msg, Some(Instant::now() - Duration::from_secs(3600))));
                 }
             }
             tracing::info!(
@@ -556,7 +618,7 @@ impl Orchestrator {
             // Operator events written before the start come first, as in a replay.
             let mut sink = Vec::new();
             for e in &events {
-                if let Some((ev, ms)) = stored_event(&e.kind, &e.payload, e.at.timestamp_millis()) {
+                for (ev, ms) in stored_events(&e.kind, &e.payload, e.at.timestamp_millis()) {
                     run.rollout.step_into(ev, ms, &mut sink);
                 }
             }
@@ -583,7 +645,7 @@ impl Orchestrator {
             let mut out = Vec::new();
             for e in events {
                 run.last_seq = run.last_seq.max(e.seq);
-                if let Some((ev, ms)) = stored_event(&e.kind, &e.payload, e.at.timestamp_millis()) {
+                for (ev, ms) in stored_events(&e.kind, &e.payload, e.at.timestamp_millis()) {
                     run.rollout.step_into(ev, ms, &mut out);
                 }
             }
@@ -744,8 +806,8 @@ impl Orchestrator {
                     // finished execution so the agent stops re-sending.
                     let finished = self.finished.contains(&s.execution)
                         || matches!(
-                            self.shared.store.get_execution(&s.execution).await,
-                            Ok(row) if !["pending", "running", "paused"].contains(&row.status.as_str())
+                            self.shared.store.execution_status(&s.execution).await,
+                            Ok(status) if !["pending", "running", "paused"].contains(&status.as_str())
                         );
                     if finished {
                         self.shared.send(
@@ -779,8 +841,14 @@ impl Orchestrator {
                         .await;
                 }
                 let p = pending.entry(run.id.clone()).or_default();
-                p.acks.push((s.target.clone(), key.clone()));
-                if !run.seen_reports.insert(key) {
+                // A final report is acknowledged always. A progress report is
+                // acknowledged only when it comes again (its stage lasts): the
+                // agent drops it anyway once the next report supersedes it.
+                let first = run.seen_reports.insert(key.clone());
+                if s.stage.is_final() || !first {
+                    p.acks.push((s.target.clone(), key));
+                }
+                if !first {
                     return;
                 }
                 // A report proves the command arrived.
@@ -871,22 +939,40 @@ impl Orchestrator {
             commands: mut out,
             acks,
         } = p;
-        let mut exec_events = Vec::with_capacity(events.len());
+        // The batch's engine inputs go into one row (`events`, in order): a
+        // row per report was half the rows a large rollout writes. An input
+        // with extra fields (the start's previous versions) keeps a row of
+        // its own, as does a lone input.
+        let mut exec_events = Vec::new();
+        let mut steps: Vec<Value> = Vec::new();
+        let mut last_at = 0;
         for (ev, now, extra) in events {
             run.rollout.step_into(ev.clone(), now, &mut out);
-            run.last_seq += 1;
-            let mut payload = json!({ "type": "engine", "event": ev, "now": now });
-            if let (Some(obj), Value::Object(extra)) = (payload.as_object_mut(), extra) {
-                obj.extend(extra);
+            let step = json!({ "event": ev, "now": now });
+            match extra {
+                Value::Object(extra) => {
+                    flush_steps(run, &mut steps, last_at, &mut exec_events);
+                    let mut payload = step;
+                    if let Some(obj) = payload.as_object_mut() {
+                        obj.insert("type".into(), "engine".into());
+                        obj.extend(extra);
+                    }
+                    run.last_seq += 1;
+                    exec_events.push(NewExecutionEvent {
+                        execution_id: run.id.clone(),
+                        seq: run.last_seq,
+                        kind: "engine".into(),
+                        payload,
+                        at: at(now),
+                    });
+                }
+                _ => {
+                    steps.push(step);
+                    last_at = now;
+                }
             }
-            exec_events.push(NewExecutionEvent {
-                execution_id: run.id.clone(),
-                seq: run.last_seq,
-                kind: "engine".into(),
-                payload,
-                at: at(now),
-            });
         }
+        flush_steps(run, &mut steps, last_at, &mut exec_events);
         // Gates decided from what the server measured are answered in the same
         // step; those that run commands or requests answer later, off this loop.
         let mut gate_results = Vec::new();
@@ -1013,7 +1099,7 @@ impl Orchestrator {
         let sent = Instant::now();
         for (t, msg) in urgent {
             self.shared.send(&run.targets[t as usize], msg.clone());
-            run.unacked.insert(t, (msg, sent));
+            run.unacked.insert(t, (msg, Some(sent)));
         }
         let now = Utc::now();
         let status = run.rollout.status();
@@ -1105,9 +1191,14 @@ impl Orchestrator {
         };
         run.status = status_str;
         let mut after = Vec::with_capacity(messages.len() + acks.len());
+        let mut commands = Vec::with_capacity(messages.len());
         for (t, msg) in messages {
             after.push((run.targets[t as usize].clone(), msg.clone()));
-            run.unacked.insert(t, (msg, sent));
+            // The re-send clock starts when the committer has sent it. If the
+            // commit fails, the execution is read again and what is in flight
+            // rebuilt from its events.
+            run.unacked.insert(t, (msg, None));
+            commands.push(t);
         }
         for (target, key) in acks {
             after.push((
@@ -1136,6 +1227,7 @@ impl Orchestrator {
             generation: run.generation,
             batch,
             after,
+            commands,
             decisions,
             progress: Some(progress),
             finish,
@@ -1156,8 +1248,8 @@ impl Orchestrator {
         let now = Instant::now();
         for run in self.runs.values_mut() {
             for (t, (msg, sent)) in run.unacked.iter_mut() {
-                if now.duration_since(*sent) >= every {
-                    *sent = now;
+                if sent.is_some_and(|at| now.duration_since(at) >= every) {
+                    *sent = Some(now);
                     self.shared.send(&run.targets[*t as usize], msg.clone());
                 }
             }
@@ -1172,6 +1264,8 @@ struct CommitJob {
     batch: StepBatch,
     /// Commands and acknowledgements, sent after the commit.
     after: Vec<(String, ServerMessage)>,
+    /// The targets (by index) whose commands are in `after`.
+    commands: Vec<u32>,
     decisions: Vec<String>,
     progress: Option<ProgressEvent>,
     /// A finished execution: its plan's new status; the lease is released.
@@ -1201,6 +1295,7 @@ impl CommitJob {
             (x, y) => y.or(x),
         };
         self.after.extend(later.after);
+        self.commands.extend(later.commands);
         self.decisions.extend(later.decisions);
         self.progress = later.progress.or(self.progress.take());
         self.finish = later.finish.or(self.finish.take());
@@ -1216,6 +1311,7 @@ async fn committer(
     shared: Arc<Shared>,
     mut jobs: mpsc::UnboundedReceiver<CommitJob>,
     reload: mpsc::UnboundedSender<(String, u64)>,
+    sent: mpsc::UnboundedSender<Sent>,
 ) {
     let owner = shared.settings.owner.clone();
     let mut poisoned: HashSet<(String, u64)> = HashSet::new();
@@ -1237,7 +1333,16 @@ async fn committer(
                 continue;
             }
             coalesce_action_updates(&mut job.batch.action_updates);
-            if let Err(e) = shared.store.commit_step(&job.batch).await {
+            let started = Instant::now();
+            let committed = shared.store.commit_step(&job.batch).await;
+            tracing::debug!(
+                execution = job.id,
+                actions = job.batch.action_updates.len(),
+                events = job.batch.execution_events.len() + job.batch.action_events.len(),
+                ms = started.elapsed().as_millis() as u64,
+                "step committed"
+            );
+            if let Err(e) = committed {
                 match e {
                     StoreError::Conflict(why) => {
                         tracing::info!(execution = job.id, why, "event log moved")
@@ -1257,6 +1362,14 @@ async fn committer(
             }
             for (target, msg) in job.after {
                 shared.send(&target, msg);
+            }
+            if !job.commands.is_empty() {
+                let _ = sent.send(Sent {
+                    execution: job.id.clone(),
+                    generation: job.generation,
+                    targets: job.commands,
+                    at: Instant::now(),
+                });
             }
             if let Some(p) = job.progress {
                 let _ = shared.progress.send(p);
@@ -1402,7 +1515,47 @@ fn in_flight_command(run: &Run, t: u32) -> Option<ServerMessage> {
     }
 }
 
-/// An engine input from a stored execution event (engine or operator).
+/// Stores the engine inputs gathered in `steps` as one execution event: a
+/// lone input as `{type, event, now}`, several as `{type, events: [{event, now}]}`.
+fn flush_steps(
+    run: &mut Run,
+    steps: &mut Vec<Value>,
+    at_ms: i64,
+    out: &mut Vec<NewExecutionEvent>,
+) {
+    let payload = match steps.len() {
+        0 => return,
+        1 => {
+            let mut step = steps.pop().expect("one step");
+            if let Some(obj) = step.as_object_mut() {
+                obj.insert("type".into(), "engine".into());
+            }
+            step
+        }
+        _ => json!({ "type": "engine", "events": std::mem::take(steps) }),
+    };
+    run.last_seq += 1;
+    out.push(NewExecutionEvent {
+        execution_id: run.id.clone(),
+        seq: run.last_seq,
+        kind: "engine".into(),
+        payload,
+        at: at(at_ms),
+    });
+}
+
+/// The engine inputs of a stored execution event (engine or operator), in order.
+fn stored_events(kind: &str, payload: &Value, at_ms: i64) -> Vec<(Event, i64)> {
+    match payload.get("events").and_then(|e| e.as_array()) {
+        Some(steps) if kind == "engine" => steps
+            .iter()
+            .filter_map(|step| stored_event(kind, step, at_ms))
+            .collect(),
+        _ => stored_event(kind, payload, at_ms).into_iter().collect(),
+    }
+}
+
+/// An engine input from one stored step (engine or operator).
 fn stored_event(kind: &str, payload: &Value, at_ms: i64) -> Option<(Event, i64)> {
     match kind {
         "engine" => {
@@ -1464,6 +1617,37 @@ mod tests {
                 ("b", "dispatched", true),
                 ("a", "dispatched", true)
             ]
+        );
+    }
+
+    #[test]
+    fn engine_inputs_stored_one_per_row_or_batched_replay_in_order() {
+        let lone = json!({ "type": "engine", "event": Event::Tick, "now": 5 });
+        let batch = json!({ "type": "engine", "events": [
+            { "event": Event::Start, "now": 1 },
+            { "event": Event::Tick, "now": 2 },
+        ] });
+        let operator = json!({ "type": "operator", "command": "pause" });
+        let got = |kind, p: &Value| -> Vec<(Value, i64)> {
+            stored_events(kind, p, 99)
+                .into_iter()
+                .map(|(e, ms)| (serde_json::to_value(e).unwrap(), ms))
+                .collect()
+        };
+        let v = |e: Event| serde_json::to_value(e).unwrap();
+        assert_eq!(got("engine", &lone), [(v(Event::Tick), 5)]);
+        assert_eq!(
+            got("engine", &batch),
+            [(v(Event::Start), 1), (v(Event::Tick), 2)]
+        );
+        assert_eq!(
+            got("operator", &operator),
+            [(
+                v(Event::Operator {
+                    command: OperatorCommand::Pause
+                }),
+                99
+            )]
         );
     }
 

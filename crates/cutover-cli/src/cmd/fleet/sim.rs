@@ -93,6 +93,8 @@ pub struct SimMetrics {
     pub messages_sent: u64,
     pub messages_received: u64,
     pub resent: u64,
+    /// Commands that arrived again after the device had them.
+    pub duplicates: u64,
     pub boot_ms_p50: u64,
     pub boot_ms_p99: u64,
     pub error_rate: f64,
@@ -253,10 +255,11 @@ impl SimFleet {
                 boots[((boots.len() - 1) as f64 * p).round() as usize]
             }
         };
-        let (mut commands, mut resent, mut received) = (0, 0, 0);
+        let (mut commands, mut resent, mut received, mut duplicates) = (0, 0, 0, 0);
         for a in &self.agents {
             let s = a.stats();
             commands += s.commands - s.duplicates;
+            duplicates += s.duplicates;
             resent += s.resent;
             received += s.received;
         }
@@ -270,6 +273,7 @@ impl SimFleet {
             messages_sent: self.sent.load(std::sync::atomic::Ordering::Relaxed),
             messages_received: received,
             resent,
+            duplicates,
             boot_ms_p50: pct(0.5),
             boot_ms_p99: pct(0.99),
             error_rate: if finished == 0 {
