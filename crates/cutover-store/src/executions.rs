@@ -66,6 +66,8 @@ pub(crate) trait BatchWrites {
     const MAX_BINDS: usize;
     async fn insert_action_events(&mut self, events: &[NewActionEvent]) -> Result<()>;
     async fn apply_action_updates(&mut self, updates: &[ActionUpdate]) -> Result<()>;
+    /// Many targets' running versions (and inventories) in few statements.
+    async fn update_targets_seen(&mut self, seen: &TargetsSeen<'_>) -> Result<()>;
 }
 
 impl BatchWrites for SqliteConnection {
@@ -120,6 +122,91 @@ impl BatchWrites for SqliteConnection {
             start = end;
         }
         Ok(())
+    }
+
+    async fn update_targets_seen(&mut self, seen: &TargetsSeen<'_>) -> Result<()> {
+        let rows = rows_per_statement(Self::MAX_BINDS, 6).min(2_000);
+        let mut start = 0;
+        while start < seen.id.len() {
+            let end = (start + rows).min(seen.id.len());
+            let mut q = QueryBuilder::new("WITH s(id, version, inventory, kind, at, updated) AS (");
+            q.push_values(start..end, |mut b, i| {
+                b.push_bind(seen.id[i])
+                    .push_bind(seen.version[i])
+                    .push_bind(seen.inventory[i])
+                    .push_bind(seen.kind[i])
+                    .push_bind(seen.at)
+                    .push_bind(seen.updated);
+            });
+            q.push(
+                ") UPDATE targets SET current_version = s.version, \
+                 inventory = COALESCE(s.inventory, targets.inventory), last_seen_at = s.at, \
+                 updated_at = s.updated, kind = COALESCE(s.kind, targets.kind) \
+                 FROM s WHERE targets.id = s.id",
+            );
+            q.build().execute(&mut *self).await?;
+            start = end;
+        }
+        Ok(())
+    }
+}
+
+/// Targets seen in one batch, one entry per target (the latest version wins;
+/// an inventory or kind only replaces the stored one when given), column by
+/// column as PostgreSQL's UNNEST wants them.
+pub(crate) struct TargetsSeen<'a> {
+    id: Vec<&'a str>,
+    version: Vec<Option<&'a str>>,
+    inventory: Vec<Option<Json<&'a serde_json::Value>>>,
+    kind: Vec<Option<&'a str>>,
+    at: chrono::DateTime<chrono::Utc>,
+    updated: chrono::DateTime<chrono::Utc>,
+}
+
+impl<'a> TargetsSeen<'a> {
+    fn new(
+        seen: &'a [(String, String, Option<serde_json::Value>)],
+        at: chrono::DateTime<chrono::Utc>,
+        updated: chrono::DateTime<chrono::Utc>,
+    ) -> Self {
+        let mut m = Self {
+            id: Vec::with_capacity(seen.len()),
+            version: Vec::with_capacity(seen.len()),
+            inventory: Vec::with_capacity(seen.len()),
+            kind: Vec::with_capacity(seen.len()),
+            at,
+            updated,
+        };
+        let mut index: std::collections::HashMap<&str, usize> =
+            std::collections::HashMap::with_capacity(seen.len());
+        for (id, version, inventory) in seen {
+            let version = (!version.is_empty()).then_some(version.as_str());
+            // Anything else would fail the whole batch on the column's check.
+            let kind = inventory
+                .as_ref()
+                .and_then(|i| i.get("kind")?.as_str())
+                .filter(|k| matches!(*k, "device" | "host"));
+            let inventory = inventory.as_ref().map(Json);
+            match index.get(id.as_str()) {
+                Some(&i) => {
+                    m.version[i] = version;
+                    if inventory.is_some() {
+                        m.inventory[i] = inventory;
+                    }
+                    if kind.is_some() {
+                        m.kind[i] = kind;
+                    }
+                }
+                None => {
+                    index.insert(id.as_str(), m.id.len());
+                    m.id.push(id.as_str());
+                    m.version.push(version);
+                    m.inventory.push(inventory);
+                    m.kind.push(kind);
+                }
+            }
+        }
+        m
     }
 }
 
@@ -249,6 +336,30 @@ impl BatchWrites for PgConnection {
             .await?
             .rows_affected();
             merged.check(start..end, n)?;
+            start = end;
+        }
+        Ok(())
+    }
+
+    async fn update_targets_seen(&mut self, seen: &TargetsSeen<'_>) -> Result<()> {
+        let mut start = 0;
+        while start < seen.id.len() {
+            let end = (start + 50_000).min(seen.id.len());
+            sqlx::query(
+                "UPDATE targets t SET current_version = s.version, \
+                 inventory = COALESCE(s.inventory, t.inventory), last_seen_at = $5, \
+                 updated_at = $6, kind = COALESCE(s.kind, t.kind) \
+                 FROM UNNEST($1::text[], $2::text[], $3::jsonb[], $4::text[]) \
+                 AS s(id, version, inventory, kind) WHERE t.id = s.id",
+            )
+            .bind(&seen.id[start..end])
+            .bind(&seen.version[start..end])
+            .bind(&seen.inventory[start..end])
+            .bind(&seen.kind[start..end])
+            .bind(seen.at)
+            .bind(seen.updated)
+            .execute(&mut *self)
+            .await?;
             start = end;
         }
         Ok(())
@@ -578,28 +689,11 @@ impl Store {
         if seen.is_empty() {
             return Ok(());
         }
-        let (at, updated) = (ts(at), now());
+        // One statement per chunk: a row per target was most of the
+        // inventory writer's time at 100,000 devices, holding the writer.
+        let seen = TargetsSeen::new(seen, ts(at), now());
         tx!(self, tx => {
-            for (id, version, inventory) in seen {
-                sqlx::query(
-                    "UPDATE targets SET current_version = $2, inventory = COALESCE($3, inventory), \
-                     last_seen_at = $4, updated_at = $5, kind = COALESCE($6, kind) WHERE id = $1",
-                )
-                .bind(id)
-                .bind((!version.is_empty()).then_some(version))
-                .bind(inventory.as_ref().map(Json))
-                .bind(at)
-                .bind(updated)
-                .bind(
-                    inventory
-                        .as_ref()
-                        .and_then(|i| i.get("kind")?.as_str())
-                        // Anything else would fail the whole batch on the column's check.
-                        .filter(|k| matches!(*k, "device" | "host")),
-                )
-                .execute(&mut *tx)
-                .await?;
-            }
+            tx.update_targets_seen(&seen).await?;
         });
         Ok(())
     }

@@ -251,8 +251,14 @@ async fn targets_seen_record_kind_and_version(db: &TestDb) -> Result<()> {
             "1.0.0".to_string(),
             Some(json!({"kind": "toaster"})),
         ),
-        ("dev-2".to_string(), "1.1.0".to_string(), None),
+        (
+            "dev-2".to_string(),
+            "1.1.0".to_string(),
+            Some(json!({"slots": 2})),
+        ),
         ("unknown".to_string(), "1.0.0".to_string(), None),
+        // Seen twice in one batch: the later report wins, a missing inventory keeps the earlier.
+        ("dev-2".to_string(), "1.2.0".to_string(), None),
     ];
     s.record_targets_seen(&seen, t0()).await?;
     let web = s.get_target("web-1").await?;
@@ -262,8 +268,14 @@ async fn targets_seen_record_kind_and_version(db: &TestDb) -> Result<()> {
     );
     let dev1 = s.get_target("dev-1").await?;
     ensure!(dev1.kind == "device" && dev1.current_version.as_deref() == Some("1.0.0"));
+    ensure!(dev1.inventory == json!({"kind": "toaster"}) && dev1.last_seen_at == Some(t0()));
     let dev2 = s.get_target("dev-2").await?;
-    ensure!(dev2.kind == "device" && dev2.current_version.as_deref() == Some("1.1.0"));
+    ensure!(
+        dev2.kind == "device"
+            && dev2.current_version.as_deref() == Some("1.2.0")
+            && dev2.inventory == json!({"slots": 2}),
+        "{dev2:?}"
+    );
     Ok(())
 }
 
