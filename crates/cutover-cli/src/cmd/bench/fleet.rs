@@ -39,6 +39,11 @@ pub struct FleetBenchArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 600)]
     pub timeout_s: u64,
+    /// Reports the orchestrator reads before it steps the engine (the
+    /// server's default unless given): smaller reacts sooner, larger costs
+    /// less per report.
+    #[arg(long)]
+    pub batch_max: Option<usize>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -95,6 +100,10 @@ pub async fn run(args: FleetBenchArgs, global: &GlobalArgs) -> anyhow::Result<u8
         mqtt_url: args.mqtt_url.clone(),
         claim_interval_ms: 100,
         ..Default::default()
+    };
+    let settings = FleetSettings {
+        batch_max: args.batch_max.unwrap_or(settings.batch_max),
+        ..settings
     };
     let plane = FleetPlane::start(settings, store.clone(), stop_rx).await?;
     let broker = plane.broker_url().to_string();
