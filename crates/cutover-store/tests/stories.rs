@@ -700,7 +700,8 @@ async fn commit_step_is_atomic(db: &TestDb) -> Result<()> {
     let w = &s.list_waves(&exec.id).await?[0];
     ensure!(w.status == "running" && w.started_at == Some(t0()));
 
-    // last_seq never goes down; several updates of one action in a batch apply in order.
+    // last_seq never goes down; several updates of one action in a batch apply in order,
+    // and each new attempt among them counts.
     let a0 = &after[0];
     let b = StepBatch {
         action_updates: vec![
@@ -709,7 +710,7 @@ async fn commit_step_is_atomic(db: &TestDb) -> Result<()> {
                 status: "downloading".into(),
                 last_seq: Some(5),
                 error: None,
-                bump_attempt: false,
+                bump_attempt: true,
                 at: t0(),
             },
             ActionUpdate {
@@ -717,15 +718,19 @@ async fn commit_step_is_atomic(db: &TestDb) -> Result<()> {
                 status: "installing".into(),
                 last_seq: Some(3),
                 error: None,
-                bump_attempt: false,
+                bump_attempt: true,
                 at: t0(),
             },
         ],
         ..Default::default()
     };
+    let attempt_before = a0.attempt;
     s.commit_step(&b).await?;
     let a0 = s.get_action(&a0.id).await?;
-    ensure!(a0.status == "installing" && a0.last_seq == 5, "{a0:?}");
+    ensure!(
+        a0.status == "installing" && a0.last_seq == 5 && a0.attempt == attempt_before + 2,
+        "{a0:?}"
+    );
     Ok(())
 }
 

@@ -1327,12 +1327,11 @@ async fn committer(
                 None => queue.push(j),
             }
         }
-        for mut job in queue.drain(..) {
+        for job in queue.drain(..) {
             let key = (job.id.clone(), job.generation);
             if poisoned.contains(&key) {
                 continue;
             }
-            coalesce_action_updates(&mut job.batch.action_updates);
             let started = Instant::now();
             let committed = shared.store.commit_step(&job.batch).await;
             tracing::debug!(
@@ -1386,43 +1385,6 @@ async fn committer(
             }
         }
     }
-}
-
-/// Keeps one update per action (the latest state, attempts added up), so a
-/// target that moved through several stages in one batch is written once.
-fn coalesce_action_updates(updates: &mut Vec<ActionUpdate>) {
-    if updates.len() < 2 {
-        return;
-    }
-    let mut index: HashMap<String, usize> = HashMap::with_capacity(updates.len());
-    let mut out: Vec<ActionUpdate> = Vec::with_capacity(updates.len());
-    for u in updates.drain(..) {
-        match index.get(&u.action_id) {
-            Some(&i) => {
-                let o = &mut out[i];
-                let bump = o.bump_attempt || u.bump_attempt;
-                if o.bump_attempt && u.bump_attempt {
-                    // Two new attempts in one batch: keep them apart.
-                    index.insert(u.action_id.clone(), out.len());
-                    out.push(u);
-                    continue;
-                }
-                o.status = u.status;
-                o.error = u.error;
-                o.last_seq = match (o.last_seq, u.last_seq) {
-                    (Some(a), Some(b)) => Some(a.max(b)),
-                    (a, b) => a.or(b),
-                };
-                o.at = u.at;
-                o.bump_attempt = bump;
-            }
-            None => {
-                index.insert(u.action_id.clone(), out.len());
-                out.push(u);
-            }
-        }
-    }
-    *updates = out;
 }
 
 /// A wave row's status from its targets' states.
@@ -1584,41 +1546,6 @@ fn stored_event(kind: &str, payload: &Value, at_ms: i64) -> Option<(Event, i64)>
 mod tests {
     use super::*;
     use cutover_core::engine::StateCounts;
-
-    fn update(id: &str, status: &str, bump: bool) -> ActionUpdate {
-        ActionUpdate {
-            action_id: id.into(),
-            status: status.into(),
-            last_seq: None,
-            error: None,
-            bump_attempt: bump,
-            at: Utc::now(),
-        }
-    }
-
-    #[test]
-    fn updates_of_one_action_in_a_batch_are_written_once() {
-        let mut u = vec![
-            update("a", "dispatched", true),
-            update("b", "dispatched", true),
-            update("a", "downloading", false),
-            update("a", "succeeded", false),
-            update("a", "dispatched", true),
-        ];
-        coalesce_action_updates(&mut u);
-        let got: Vec<(&str, &str, bool)> = u
-            .iter()
-            .map(|u| (u.action_id.as_str(), u.status.as_str(), u.bump_attempt))
-            .collect();
-        assert_eq!(
-            got,
-            [
-                ("a", "succeeded", true),
-                ("b", "dispatched", true),
-                ("a", "dispatched", true)
-            ]
-        );
-    }
 
     #[test]
     fn engine_inputs_stored_one_per_row_or_batched_replay_in_order() {
