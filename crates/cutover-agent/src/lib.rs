@@ -4,4 +4,5 @@
 
 pub mod device;
 pub mod host;
+pub mod process;
 pub mod release;

@@ -213,6 +213,7 @@ pub async fn run_command(g: &GateDef, ctx: &RunContext) -> GateOutcome {
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
+        .process_group(0)
         .kill_on_drop(true)
         .env("CUTOVER_GATE", &g.name)
         .env("CUTOVER_PLAN_ID", &ctx.plan_id)
@@ -244,7 +245,13 @@ pub async fn run_command(g: &GateDef, ctx: &RunContext) -> GateOutcome {
             );
         }
     };
-    match tokio::time::timeout(timeout, child.wait_with_output()).await {
+    // On a timeout, what the command started is stopped with it.
+    let mut group = cutover_agent::process::GroupGuard::new(&child);
+    let finished = tokio::time::timeout(timeout, child.wait_with_output()).await;
+    if finished.is_ok() {
+        group.disarm();
+    }
+    match finished {
         Err(_) => GateOutcome::new(
             g,
             false,
@@ -644,17 +651,33 @@ quality_gates:
             bad.reason,
             "gate smoke: command exited 3: smoke: 2 checks failed"
         );
-        g.command = Some("sleep 5".into());
-        g.timeout_ms = Some(200);
+        // A command that times out is stopped with what it started.
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        g.command = Some(format!("sleep 30 & echo $! > {}; wait", pid_file.display()));
+        g.timeout_ms = Some(300);
         let started = Instant::now();
         let slow = run_command(&g, &ctx).await;
         assert!(!slow.passed);
         assert!(
-            slow.reason.contains("did not finish within 0.2 s"),
+            slow.reason.contains("did not finish within 0.3 s"),
             "{}",
             slow.reason
         );
         assert!(started.elapsed() < Duration::from_secs(3));
+        let sleeper: u32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while cutover_agent::process::is_running(sleeper) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            !cutover_agent::process::is_running(sleeper),
+            "the command's sleep {sleeper} still runs"
+        );
     }
 
     #[tokio::test]

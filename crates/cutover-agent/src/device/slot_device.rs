@@ -95,15 +95,27 @@ impl SlotDevice {
         };
         match &self.cfg.health_command {
             Some(cmd) => {
-                let run = tokio::process::Command::new("sh")
+                let child = tokio::process::Command::new("sh")
                     .arg("-c")
                     .arg(cmd)
                     .env("CUTOVER_VERSION", &version)
                     .env("CUTOVER_SLOT", slot_name)
                     .env("CUTOVER_SLOT_PATH", &slot_path)
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .process_group(0)
                     .kill_on_drop(true)
-                    .output();
-                match tokio::time::timeout(Duration::from_secs(120), run).await {
+                    .spawn()
+                    .map_err(|e| format!("health command could not run: {e}"))?;
+                // A timed-out check is stopped with what it started.
+                let mut group = crate::process::GroupGuard::new(&child);
+                let run =
+                    tokio::time::timeout(Duration::from_secs(120), child.wait_with_output()).await;
+                if run.is_ok() {
+                    group.disarm();
+                }
+                match run {
                     Err(_) => Err("health command timed out after 120 s".into()),
                     Ok(Err(e)) => Err(format!("health command could not run: {e}")),
                     Ok(Ok(out)) if out.status.success() => Ok(()),

@@ -928,7 +928,7 @@ async fn run_logged(
         .map_err(|e| format!("cannot open {}: {e}", log.display()))?;
     let _ = writeln!(file, "$ {command}");
     let err = file.try_clone().map_err(|e| e.to_string())?;
-    let status = tokio::process::Command::new("sh")
+    let mut child = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(command)
         .current_dir(cwd)
@@ -939,9 +939,15 @@ async fn run_logged(
         .stderr(err)
         .process_group(0)
         .kill_on_drop(true)
-        .status()
+        .spawn()
+        .map_err(|e| format!("cannot run `{command}`: {e}"))?;
+    // A step given up on (a timeout, a canceled deploy) is stopped with what it started.
+    let mut group = crate::process::GroupGuard::new(&child);
+    let status = child
+        .wait()
         .await
         .map_err(|e| format!("cannot run `{command}`: {e}"))?;
+    group.disarm();
     if status.success() {
         Ok(())
     } else {
