@@ -90,6 +90,16 @@ impl MqttSettings {
         }
         Ok(o)
     }
+
+    /// A client for these settings, with its event loop. Nagle's algorithm is
+    /// off: a command or report is a small packet that should leave at once,
+    /// not wait for the acknowledgement of the one before (measured: 40 ms
+    /// stalls, the delayed-ACK timer, on a busy connection).
+    pub fn client(&self, capacity: usize) -> Result<(AsyncClient, rumqttc::EventLoop), String> {
+        let (client, mut eventloop) = AsyncClient::new(self.options()?, capacity);
+        eventloop.network_options.set_tcp_nodelay(true);
+        Ok((client, eventloop))
+    }
 }
 
 /// A rustls client config with the ring provider and either the given CA or the system roots.
@@ -128,8 +138,7 @@ pub async fn run_connection<D: Device>(
     heartbeat: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), String> {
-    let opts = settings.options()?;
-    let (client, mut eventloop) = AsyncClient::new(opts, 1024);
+    let (client, mut eventloop) = settings.client(1024)?;
 
     // Publisher: agents' messages out, QoS 1.
     let pub_client = client.clone();

@@ -199,7 +199,7 @@ impl FleetPlane {
             ms.password = settings.mqtt_password.clone();
             ms.ca_pem = settings.mqtt_ca_pem.clone();
             ms.inflight = 1000;
-            ms.options().map_err(anyhow::Error::msg)
+            ms.client(500_000).map_err(anyhow::Error::msg)
         };
         // Reports arrive on one connection; commands and acknowledgements
         // leave on others, so a full outgoing window never stalls reading.
@@ -207,11 +207,11 @@ impl FleetPlane {
         // server published on several connections at 10,000 devices (measured
         // with `cutover bench fleet`), so with it the server keeps one
         // connection for both directions.
-        let (client, eventloop) = AsyncClient::new(options(client_id("sub"))?, 500_000);
+        let (client, eventloop) = options(client_id("sub"))?;
         let mut publishers = Vec::new();
         if settings.mqtt_url.is_some() {
             for i in 0..settings.mqtt_connections {
-                let (p, el) = AsyncClient::new(options(client_id(&format!("pub{i}")))?, 500_000);
+                let (p, el) = options(client_id(&format!("pub{i}")))?;
                 tokio::spawn(publish_loop(p.clone(), el, shutdown.clone()));
                 publishers.push(p);
             }

@@ -10,7 +10,7 @@ use crate::cmd::fleet::sim::{FailStage, FleetSimArgs, SimFleet, credential, targ
 use crate::output::OutputFormat;
 use anyhow::Context;
 use clap::Args;
-use cutover_agent::device::mqtt::rumqttc::{AsyncClient, Event, Packet, QoS};
+use cutover_agent::device::mqtt::rumqttc::{Event, Packet, QoS};
 use cutover_core::engine::{RolloutSpec, Strategy, Threshold};
 use cutover_server::fleet::{FleetPlane, FleetSettings, artifacts, enroll_targets};
 use cutover_store::{NewArtifact, NewExecution, NewPlan, Store};
@@ -333,20 +333,20 @@ async fn wait(store: &Store, exec: &str, within: Duration) -> anyhow::Result<Str
 
 /// Messages per second from one QoS 1 publisher to one subscriber through the broker.
 async fn raw_broker_rate(url: &str, n: u32) -> anyhow::Result<f64> {
-    let mk = |id: &str| {
+    let mk = |id: &str, capacity| {
         let mut s = cutover_agent::device::mqtt::MqttSettings::new(url, id);
         s.inflight = 1000;
-        s.options().map_err(anyhow::Error::msg)
+        s.client(capacity).map_err(anyhow::Error::msg)
     };
     let topic = format!("cutover/bench/raw/{}", uuid::Uuid::new_v4().simple());
-    let (sub, mut sub_loop) = AsyncClient::new(mk("bench-raw-sub")?, 10_000);
+    let (sub, mut sub_loop) = mk("bench-raw-sub", 10_000)?;
     sub.subscribe(&topic, QoS::AtLeastOnce).await?;
     loop {
         if let Event::Incoming(Packet::SubAck(_)) = sub_loop.poll().await? {
             break;
         }
     }
-    let (publ, mut pub_loop) = AsyncClient::new(mk("bench-raw-pub")?, 10_000);
+    let (publ, mut pub_loop) = mk("bench-raw-pub", 10_000)?;
     let pub_task = tokio::spawn(async move { while pub_loop.poll().await.is_ok() {} });
     let payload = vec![b'x'; 200];
     let started = Instant::now();
