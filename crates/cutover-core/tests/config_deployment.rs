@@ -895,3 +895,57 @@ fn secrets_are_not_serialized() {
         assert!(!json.contains(secret), "{secret} leaked into {json}");
     }
 }
+
+#[test]
+fn mqtt_tls_keys_apply_to_their_broker_and_come_in_pairs() {
+    // The embedded broker's mqtts listener: port 8883 beside mqtt.listen by default.
+    let text = "mqtt:\n  listen: 0.0.0.0:1883\n  tls:\n    cert_file: /etc/cutover/broker.pem\n    key_file: /etc/cutover/broker.key\n";
+    let (c, warnings) = load(text);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(c.mqtt.tls_listen(), Some("0.0.0.0:8883".parse().unwrap()));
+    let (c, _) = load(
+        "mqtt:\n  tls:\n    listen: 127.0.0.1:9883\n    cert_file: a.pem\n    key_file: a.key\n",
+    );
+    assert_eq!(c.mqtt.tls_listen(), Some("127.0.0.1:9883".parse().unwrap()));
+    let (c, _) = load("mqtt:\n  listen: 127.0.0.1:1884\n");
+    assert_eq!(c.mqtt.tls_listen(), None);
+
+    // A certificate without its key, either way round, is refused where it stands.
+    let text = "mqtt:\n  tls:\n    cert_file: a.pem\n";
+    let e = fail(text);
+    assert_at(&e, "mqtt.tls.cert_file", text, "a.pem");
+    assert!(e.to_string().contains("needs mqtt.tls.key_file"), "{e}");
+    let text =
+        "mqtt:\n  url: mqtts://broker.example.com:8883\n  tls:\n    client_key_file: c.key\n";
+    let e = fail(text);
+    assert_at(&e, "mqtt.tls.client_key_file", text, "c.key");
+    assert!(
+        e.to_string().contains("needs mqtt.tls.client_cert_file"),
+        "{e}"
+    );
+    let text =
+        "mqtt:\n  listen: 127.0.0.1:8883\n  tls:\n    cert_file: a.pem\n    key_file: a.key\n";
+    assert_eq!(fail(text).path(), "mqtt.tls.listen");
+
+    // Keys of the other kind of broker are named as ignored.
+    let (_, warnings) =
+        load("mqtt:\n  tls:\n    ca_file: ca.pem\n    cert_file: a.pem\n    key_file: a.key\n");
+    let paths: Vec<&str> = warnings.iter().map(|w| w.path.as_str()).collect();
+    assert_eq!(paths, ["mqtt.tls.ca_file"], "{warnings:?}");
+    let (_, warnings) = load(
+        "mqtt:\n  url: mqtts://broker.example.com:8883\n  tls:\n    ca_file: ca.pem\n    cert_file: a.pem\n    key_file: a.key\n",
+    );
+    let paths: Vec<&str> = warnings.iter().map(|w| w.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["mqtt.tls.cert_file", "mqtt.tls.key_file"],
+        "{warnings:?}"
+    );
+    let (_, warnings) =
+        load("mqtt:\n  url: mqtt://broker.example.com:1883\n  tls:\n    ca_file: ca.pem\n");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].message.contains("not an mqtts://"),
+        "{warnings:?}"
+    );
+}

@@ -34,6 +34,10 @@ pub struct MqttSettings {
     pub password: Option<String>,
     /// PEM CA for mqtts; the system roots otherwise.
     pub ca_pem: Option<Vec<u8>>,
+    /// PEM certificate chain and private key, for a broker that asks clients
+    /// for a certificate (mqtts).
+    pub client_cert_pem: Option<Vec<u8>>,
+    pub client_key_pem: Option<Vec<u8>>,
     pub keep_alive: Duration,
     pub inflight: u16,
 }
@@ -46,6 +50,8 @@ impl MqttSettings {
             username: None,
             password: None,
             ca_pem: None,
+            client_cert_pem: None,
+            client_key_pem: None,
             keep_alive: Duration::from_secs(30),
             inflight: 100,
         }
@@ -84,8 +90,16 @@ impl MqttSettings {
             o.set_credentials(u, self.password.clone().unwrap_or_default());
         }
         if tls {
+            let client_auth = match (&self.client_cert_pem, &self.client_key_pem) {
+                (Some(cert), Some(key)) => Some((cert.as_slice(), key.as_slice())),
+                (None, None) => None,
+                _ => return Err("a client certificate needs both its chain and its key".into()),
+            };
             o.set_transport(Transport::tls_with_config(
-                rumqttc::TlsConfiguration::Rustls(Arc::new(tls_config(self.ca_pem.as_deref())?)),
+                rumqttc::TlsConfiguration::Rustls(Arc::new(tls_client_config(
+                    self.ca_pem.as_deref(),
+                    client_auth,
+                )?)),
             ));
         }
         Ok(o)
@@ -104,6 +118,14 @@ impl MqttSettings {
 
 /// A rustls client config with the ring provider and either the given CA or the system roots.
 pub fn tls_config(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, String> {
+    tls_client_config(ca_pem, None)
+}
+
+/// Like [`tls_config`], presenting a client certificate (chain PEM, key PEM) when given.
+pub fn tls_client_config(
+    ca_pem: Option<&[u8]>,
+    client_auth: Option<(&[u8], &[u8])>,
+) -> Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
     match ca_pem {
         Some(pem) => {
@@ -122,11 +144,28 @@ pub fn tls_config(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, String>
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+        .with_root_certificates(roots);
+    match client_auth {
+        None => Ok(builder.with_no_client_auth()),
+        Some((chain, key)) => {
+            use rustls::pki_types::pem::PemObject;
+            use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+            let chain = CertificateDer::pem_slice_iter(chain)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("client certificate: {e}"))?;
+            if chain.is_empty() {
+                return Err("client certificate: no CERTIFICATE block".into());
+            }
+            let key = PrivateKeyDer::from_pem_slice(key)
+                .map_err(|e| format!("client certificate key: {e}"))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("client certificate: {e}"))
+        }
+    }
 }
 
 /// Runs one MQTT connection for `agents` until `shutdown` turns true.

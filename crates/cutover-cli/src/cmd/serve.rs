@@ -5,6 +5,7 @@ use super::GlobalArgs;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use cutover_core::config::{DeploymentConfig, Vars};
+use cutover_server::fleet::broker::BrokerTls;
 use cutover_server::fleet::{FleetPlane, FleetSettings};
 use cutover_server::settings::{ServerSettings, from_config};
 use std::net::SocketAddr;
@@ -59,18 +60,34 @@ pub struct ServeArgs {
 /// The fleet plane's settings from the configuration and flags.
 fn fleet_settings(args: &ServeArgs, config: &DeploymentConfig) -> anyhow::Result<FleetSettings> {
     let mqtt = &config.mqtt;
-    let ca_pem = match mqtt.tls.as_ref().and_then(|t| t.ca_file.as_ref()) {
-        Some(file) => Some(
-            std::fs::read(file).with_context(|| format!("cannot read mqtt.tls.ca_file {file}"))?,
-        ),
-        None => None,
+    let tls = mqtt.tls.clone().unwrap_or_default();
+    let read = |key: &str, file: &Option<String>| -> anyhow::Result<Option<Vec<u8>>> {
+        match file {
+            Some(file) => {
+                Ok(Some(std::fs::read(file).with_context(|| {
+                    format!("cannot read mqtt.tls.{key} {file}")
+                })?))
+            }
+            None => Ok(None),
+        }
+    };
+    let broker_tls = match (mqtt.tls_listen(), &tls.cert_file, &tls.key_file) {
+        (Some(listen), Some(cert), Some(key)) if mqtt.embedded() => Some(BrokerTls {
+            listen,
+            cert_file: PathBuf::from(cert),
+            key_file: PathBuf::from(key),
+        }),
+        _ => None,
     };
     Ok(FleetSettings {
         broker_listen: args.mqtt_listen.unwrap_or(mqtt.listen.0),
         mqtt_url: mqtt.url.as_ref().map(|u| u.as_str().to_string()),
         mqtt_username: mqtt.username.clone(),
         mqtt_password: mqtt.password.clone(),
-        mqtt_ca_pem: ca_pem,
+        mqtt_ca_pem: read("ca_file", &tls.ca_file)?,
+        mqtt_client_cert_pem: read("client_cert_file", &tls.client_cert_file)?,
+        mqtt_client_key_pem: read("client_key_file", &tls.client_key_file)?,
+        broker_tls,
         artifact_dir: args
             .artifact_dir
             .clone()
@@ -190,10 +207,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<u8> {
     eprintln!(
         "cutover serving the API on http://{local} (database {}, mqtt {})",
         cutover_store::redact_url(&database),
-        fleet
-            .as_ref()
-            .map(|f| f.broker_url())
-            .unwrap_or("off: --api-only")
+        match &fleet {
+            None => "off: --api-only".to_string(),
+            Some(f) => match f.tls_broker_url() {
+                Some(tls) => format!("{} and {tls}", f.broker_url()),
+                None => f.broker_url().to_string(),
+            },
+        }
     );
     let shutdown = async move {
         let ctrl_c = tokio::signal::ctrl_c();

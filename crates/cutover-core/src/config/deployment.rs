@@ -1120,13 +1120,36 @@ impl Mqtt {
     }
 }
 
-/// TLS to an external broker (rustls; the system roots unless `ca_file`).
+/// `mqtt.tls:` for an external broker (an mqtts:// url), how the server
+/// trusts it (`ca_file`; the system roots otherwise) and the client
+/// certificate it presents when the broker asks for one; for the embedded
+/// broker, the certificate of its mqtts listener.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct MqttTls {
     pub ca_file: Option<String>,
     pub client_cert_file: Option<String>,
     pub client_key_file: Option<String>,
+    /// Embedded broker: the mqtts listener (default: `mqtt.listen`'s address, port 8883).
+    pub listen: Option<ListenAddr>,
+    /// Embedded broker: the server certificate chain (PEM).
+    pub cert_file: Option<String>,
+    /// Embedded broker: the private key of `cert_file` (PEM).
+    pub key_file: Option<String>,
+}
+
+impl Mqtt {
+    /// The embedded broker's mqtts listener, when it has a certificate.
+    pub fn tls_listen(&self) -> Option<std::net::SocketAddr> {
+        let tls = self.tls.as_ref()?;
+        tls.cert_file.as_ref()?;
+        Some(
+            tls.listen
+                .as_ref()
+                .map(|l| l.0)
+                .unwrap_or_else(|| std::net::SocketAddr::new(self.listen.0.ip(), 8883)),
+        )
+    }
 }
 
 /// `artifacts:` where uploaded firmware images and bundles are stored.
@@ -1420,14 +1443,8 @@ impl DeploymentConfig {
                 format!("expected a topic prefix such as cutover/v1 (no wildcards, no leading or trailing /), found \"{prefix}\""),
             ));
         }
-        if self.mqtt.tls.is_some()
-            && self
-                .mqtt
-                .url
-                .as_ref()
-                .is_none_or(|u| !matches!(u.0.scheme(), "mqtts" | "ssl" | "wss"))
-        {
-            check.warn("mqtt.tls", "ignored: TLS applies to an external broker with an mqtts:// (or ssl://, wss://) url");
+        if let Some(tls) = &self.mqtt.tls {
+            check_mqtt_tls(check, &self.mqtt, tls)?;
         }
         if self.artifacts.dir.trim().is_empty() {
             return Err(check.error(
@@ -1639,6 +1656,87 @@ pub struct EnvironmentSummary {
     pub notification_channels: Vec<Channel>,
     pub device_groups: Vec<String>,
     pub health_checks: Vec<String>,
+}
+
+/// `mqtt.tls`: each key applies to one kind of broker, and a certificate goes with its key.
+fn check_mqtt_tls(check: &mut Check<'_>, mqtt: &Mqtt, tls: &MqttTls) -> Result<(), ConfigError> {
+    for (cert, key, given_cert, given_key, what) in [
+        (
+            "cert_file",
+            "key_file",
+            tls.cert_file.is_some(),
+            tls.key_file.is_some(),
+            "the embedded broker's mqtts listener serves a certificate with its private key",
+        ),
+        (
+            "client_cert_file",
+            "client_key_file",
+            tls.client_cert_file.is_some(),
+            tls.client_key_file.is_some(),
+            "the server presents a client certificate with its private key",
+        ),
+    ] {
+        if given_cert != given_key {
+            let (given, missing) = if given_cert { (cert, key) } else { (key, cert) };
+            return Err(check.error(
+                &format!("mqtt.tls.{given}"),
+                format!("mqtt.tls.{given} needs mqtt.tls.{missing}: {what}"),
+            ));
+        }
+    }
+    let embedded_keys = [
+        ("listen", tls.listen.is_some()),
+        ("cert_file", tls.cert_file.is_some()),
+        ("key_file", tls.key_file.is_some()),
+    ];
+    let external_keys = [
+        ("ca_file", tls.ca_file.is_some()),
+        ("client_cert_file", tls.client_cert_file.is_some()),
+        ("client_key_file", tls.client_key_file.is_some()),
+    ];
+    match &mqtt.url {
+        None => {
+            for (key, _) in external_keys.iter().filter(|(_, given)| *given) {
+                check.warn(
+                    &format!("mqtt.tls.{key}"),
+                    "ignored: it applies to an external broker with an mqtts:// url; the embedded broker's mqtts listener uses cert_file and key_file",
+                );
+            }
+            if tls.listen.is_some() && tls.cert_file.is_none() {
+                check.warn(
+                    "mqtt.tls.listen",
+                    "ignored: the embedded broker listens for mqtts only with cert_file and key_file",
+                );
+            }
+            if let Some(addr) = mqtt.tls_listen()
+                && addr == mqtt.listen.0
+            {
+                return Err(check.error(
+                    "mqtt.tls.listen",
+                    format!(
+                        "{addr} is mqtt.listen too: the mqtts listener needs an address of its own"
+                    ),
+                ));
+            }
+        }
+        Some(url) => {
+            for (key, _) in embedded_keys.iter().filter(|(_, given)| *given) {
+                check.warn(
+                    &format!("mqtt.tls.{key}"),
+                    "ignored: mqtt.url names an external broker; this key configures the embedded broker's mqtts listener",
+                );
+            }
+            if !matches!(url.0.scheme(), "mqtts" | "ssl" | "wss") {
+                for (key, _) in external_keys.iter().filter(|(_, given)| *given) {
+                    check.warn(
+                        &format!("mqtt.tls.{key}"),
+                        "ignored: mqtt.url is not an mqtts:// (or ssl://, wss://) url",
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn warn_unconfigured(check: &mut Check<'_>, path: &str, channel: Channel, configured: &[Channel]) {

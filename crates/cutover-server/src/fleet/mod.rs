@@ -37,6 +37,11 @@ pub struct FleetSettings {
     pub mqtt_username: Option<String>,
     pub mqtt_password: Option<String>,
     pub mqtt_ca_pem: Option<Vec<u8>>,
+    /// A client certificate chain and key (PEM) for an external broker that asks for one.
+    pub mqtt_client_cert_pem: Option<Vec<u8>>,
+    pub mqtt_client_key_pem: Option<Vec<u8>>,
+    /// The embedded broker's TLS listener, if it has one.
+    pub broker_tls: Option<broker::BrokerTls>,
     /// Where artifact blobs live.
     pub artifact_dir: PathBuf,
     /// This replica's name in leases.
@@ -62,6 +67,9 @@ impl Default for FleetSettings {
             mqtt_username: None,
             mqtt_password: None,
             mqtt_ca_pem: None,
+            mqtt_client_cert_pem: None,
+            mqtt_client_key_pem: None,
+            broker_tls: None,
             artifact_dir: PathBuf::from("artifacts"),
             owner: format!("replica-{}", uuid::Uuid::new_v4()),
             lease_ttl_ms: 30_000,
@@ -161,6 +169,7 @@ pub struct FleetPlane {
     shared: Arc<Shared>,
     wake: mpsc::UnboundedSender<String>,
     broker_url: String,
+    tls_broker_url: Option<String>,
 }
 
 impl FleetPlane {
@@ -170,14 +179,22 @@ impl FleetPlane {
         store: Store,
         shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<FleetPlane> {
-        let broker_url = match &settings.mqtt_url {
-            Some(url) => url.clone(),
+        let (broker_url, tls_broker_url) = match &settings.mqtt_url {
+            Some(url) => (url.clone(), None),
             None => {
                 let listen = settings.broker_listen;
                 let b =
                     tokio::task::spawn_blocking(move || broker::start(listen, 1_000_000)).await??;
                 tracing::info!(addr = %b.addr, "embedded mqtt broker listening");
-                b.url()
+                let tls = match &settings.broker_tls {
+                    Some(tls) => {
+                        let addr = broker::start_tls(tls, b.addr).await?;
+                        tracing::info!(%addr, "embedded mqtt broker listening for mqtts");
+                        Some(format!("mqtts://{addr}"))
+                    }
+                    None => None,
+                };
+                (b.url(), tls)
             }
         };
         let blobs = artifacts::BlobStore::open(&settings.artifact_dir)?;
@@ -198,6 +215,8 @@ impl FleetPlane {
             ms.username = settings.mqtt_username.clone();
             ms.password = settings.mqtt_password.clone();
             ms.ca_pem = settings.mqtt_ca_pem.clone();
+            ms.client_cert_pem = settings.mqtt_client_cert_pem.clone();
+            ms.client_key_pem = settings.mqtt_client_key_pem.clone();
             ms.inflight = 1000;
             ms.client(500_000).map_err(anyhow::Error::msg)
         };
@@ -232,17 +251,25 @@ impl FleetPlane {
             http_outbox: Mutex::new(HashMap::new()),
         });
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let (error_tx, error_rx) = watch::channel(None);
         tokio::spawn(mqtt_loop(
             client,
             eventloop,
             inbound_tx,
             shutdown.clone(),
             ready_tx,
+            error_tx,
         ));
         tokio::time::timeout(Duration::from_secs(10), ready_rx)
             .await
             .map_err(|_| {
-                anyhow::anyhow!("could not subscribe at the mqtt broker {broker_url} within 10 s")
+                let why = match error_rx.borrow().as_deref() {
+                    Some(e) => format!(": {e}"),
+                    None => String::new(),
+                };
+                anyhow::anyhow!(
+                    "could not subscribe at the mqtt broker {broker_url} within 10 s{why}"
+                )
             })?
             .ok();
         tokio::spawn(inventory::run(shared.clone(), inventory_rx));
@@ -252,12 +279,18 @@ impl FleetPlane {
             shared,
             wake: wake_tx,
             broker_url,
+            tls_broker_url,
         })
     }
 
     /// The broker agents connect to.
     pub fn broker_url(&self) -> &str {
         &self.broker_url
+    }
+
+    /// The embedded broker's mqtts listener, when it has one.
+    pub fn tls_broker_url(&self) -> Option<&str> {
+        self.tls_broker_url.as_deref()
     }
 
     /// Artifact upload and download (`/api/artifacts`) and the agent endpoints (`/api/agent/v1`).
@@ -349,6 +382,7 @@ async fn mqtt_loop(
     inbound: mpsc::Sender<Inbound>,
     mut shutdown: watch::Receiver<bool>,
     ready: tokio::sync::oneshot::Sender<()>,
+    last_error: watch::Sender<Option<String>>,
 ) {
     let mut ready = Some(ready);
     let mut backoff = Duration::from_millis(100);
@@ -381,6 +415,7 @@ async fn mqtt_loop(
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "mqtt connection lost; reconnecting");
+                    last_error.send_replace(Some(e.to_string()));
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }

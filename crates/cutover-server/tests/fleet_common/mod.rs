@@ -131,6 +131,11 @@ impl Drop for AgentProc {
 
 impl Fleet {
     pub async fn start(broker: Broker) -> Fleet {
+        Fleet::start_with(broker, |_| {}).await
+    }
+
+    /// Like `start`, with the fleet plane's settings changed by `tweak` first.
+    pub async fn start_with(broker: Broker, tweak: impl FnOnce(&mut FleetSettings)) -> Fleet {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite://{}", dir.path().join("cutover.db").display());
@@ -151,7 +156,7 @@ impl Fleet {
             .await
             .expect("environment");
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let settings = FleetSettings {
+        let mut settings = FleetSettings {
             artifact_dir: dir.path().join("artifacts"),
             mqtt_url: match &broker {
                 Broker::Embedded => None,
@@ -162,6 +167,7 @@ impl Fleet {
             claim_interval_ms: 200,
             ..Default::default()
         };
+        tweak(&mut settings);
         let plane = FleetPlane::start(settings, store.clone(), stop_rx)
             .await
             .expect("fleet plane");
@@ -249,7 +255,12 @@ impl Fleet {
              {}server_url: {}\nslot_dir: {}\npublic_keys: [\"{}\"]\nfactory_version: 1.0.0\n\
              resend_ms: 500\nmax_boot_tries: 2\n{extra}",
             if mqtt {
-                format!("mqtt_url: {}\n", self.plane.broker_url())
+                // Agents take the embedded broker's mqtts listener when it has one.
+                let url = self
+                    .plane
+                    .tls_broker_url()
+                    .unwrap_or(self.plane.broker_url());
+                format!("mqtt_url: {url}\n")
             } else {
                 "poll_interval_ms: 200\n".to_string()
             },
