@@ -74,10 +74,10 @@ mod tests {
             .unwrap();
         let started = Instant::now();
         loop {
-            if let Ok(text) = std::fs::read_to_string(&pid_file) {
-                if let Ok(pid) = text.trim().parse() {
-                    return (child, pid);
-                }
+            if let Ok(text) = std::fs::read_to_string(&pid_file)
+                && let Ok(pid) = text.trim().parse()
+            {
+                return (child, pid);
             }
             assert!(started.elapsed() < Duration::from_secs(5), "no pid written");
             tokio::time::sleep(Duration::from_millis(10)).await;

@@ -8,6 +8,7 @@ pub mod app;
 pub mod auth;
 pub mod dto;
 pub mod fleet;
+pub mod health_checks;
 pub mod metrics;
 pub mod net;
 pub mod openapi;

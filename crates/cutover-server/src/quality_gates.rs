@@ -25,8 +25,11 @@
 //! `firmware_validation` (the artifact's blob is there, its sha256 matches, its
 //! signature verifies with `artifacts.public_keys`), `device_compatibility_check`
 //! (before: every target's hardware fits the artifact; after a wave: no target refused
-//! it), and the wave measures of `fleet/gates.rs`.
+//! it), `health_check` before a deployment (the environment's configured health checks
+//! and `health_check_url`, or the one check a gate is named after, run by
+//! [`crate::health_checks`]), and the wave measures of `fleet/gates.rs`.
 
+use crate::health_checks::{CheckResult, CheckToRun};
 use cutover_core::config::deployment::Gate;
 use cutover_store::{ArtifactRow, TargetRow};
 use serde::{Deserialize, Serialize};
@@ -58,6 +61,10 @@ pub struct GateDef {
     pub expected_status: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// Before a deployment, the health checks a `health_check` gate runs, by name
+    /// (the definitions stay in the configuration: they may hold passwords).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<String>,
 }
 
 impl GateDef {
@@ -102,6 +109,9 @@ pub enum Phase {
 pub fn waits_for_person(g: &GateDef, phase: Phase) -> Option<String> {
     let runnable = match (g.kind(), g.name.as_str(), phase) {
         ("manual", _, _) => false,
+        ("builtin", "health_check", Phase::Before) | ("health_check", _, Phase::Before) => {
+            !g.checks.is_empty()
+        }
         ("command" | "http", _, _) => true,
         ("builtin", "firmware_validation", Phase::Before) => true,
         ("builtin", "device_compatibility_check", _) => true,
@@ -124,6 +134,10 @@ pub fn waits_for_person(g: &GateDef, phase: Phase) -> Option<String> {
         ("manual", _) => String::new(),
         ("builtin", Phase::After) if g.name == "firmware_validation" => {
             " (the server checks firmware before a deployment: list it under pre_deployment)"
+                .to_string()
+        }
+        ("builtin", Phase::Before) if g.name == "health_check" => {
+            " (the environment lists no health_checks and no health_check_url to run before a deployment)"
                 .to_string()
         }
         (kind, Phase::Before) if kind == "health_check" || kind == "builtin" => {
@@ -195,6 +209,59 @@ pub async fn run_io(g: &GateDef, ctx: &RunContext, http: &reqwest::Client) -> Ga
     }
 }
 
+/// How a shell command run by [`run_shell`] ended.
+pub(crate) enum ShellRun {
+    Finished {
+        code: Option<i32>,
+        stdout: Vec<u8>,
+        stderr: Vec<u8>,
+        elapsed: Duration,
+    },
+    /// Killed, with what it started, at the timeout.
+    TimedOut,
+    CannotStart(String),
+}
+
+/// `sh -c COMMAND` with `env`, its output captured, within `timeout`.
+pub(crate) async fn run_shell(
+    command: &str,
+    env: &[(&str, String)],
+    timeout: Duration,
+) -> ShellRun {
+    let mut cmd = tokio::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg(command)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .envs(env.iter().map(|(k, v)| (k, v)));
+    let started = Instant::now();
+    let child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return ShellRun::CannotStart(e.to_string()),
+    };
+    // On a timeout, what the command started is stopped with it.
+    let mut group = cutover_agent::process::GroupGuard::new(&child);
+    match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Err(_) => ShellRun::TimedOut,
+        Ok(Err(e)) => {
+            group.disarm();
+            ShellRun::CannotStart(format!("cannot wait for it: {e}"))
+        }
+        Ok(Ok(out)) => {
+            group.disarm();
+            ShellRun::Finished {
+                code: out.status.code(),
+                stdout: out.stdout,
+                stderr: out.stderr,
+                elapsed: started.elapsed(),
+            }
+        }
+    }
+}
+
 /// `sh -c COMMAND` on the server; passes on exit status 0 within the gate's timeout.
 /// The end of its output is kept in the result.
 pub async fn run_command(g: &GateDef, ctx: &RunContext) -> GateOutcome {
@@ -207,52 +274,26 @@ pub async fn run_command(g: &GateDef, ctx: &RunContext) -> GateOutcome {
         );
     };
     let timeout = g.timeout();
-    let mut cmd = tokio::process::Command::new("sh");
-    cmd.arg("-c")
-        .arg(command)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true)
-        .env("CUTOVER_GATE", &g.name)
-        .env("CUTOVER_PLAN_ID", &ctx.plan_id)
-        .env("CUTOVER_ENVIRONMENT", &ctx.environment)
-        .env("CUTOVER_VERSION", &ctx.version)
-        .env(
-            "CUTOVER_PHASE",
-            if ctx.wave.is_some() {
-                "post_deployment"
-            } else {
-                "pre_deployment"
-            },
-        );
+    let phase = if ctx.wave.is_some() {
+        "post_deployment"
+    } else {
+        "pre_deployment"
+    };
+    let mut env = vec![
+        ("CUTOVER_GATE", g.name.clone()),
+        ("CUTOVER_PLAN_ID", ctx.plan_id.clone()),
+        ("CUTOVER_ENVIRONMENT", ctx.environment.clone()),
+        ("CUTOVER_VERSION", ctx.version.clone()),
+        ("CUTOVER_PHASE", phase.to_string()),
+    ];
     if let Some(id) = &ctx.execution_id {
-        cmd.env("CUTOVER_EXECUTION_ID", id);
+        env.push(("CUTOVER_EXECUTION_ID", id.clone()));
     }
     if let Some(w) = ctx.wave {
-        cmd.env("CUTOVER_WAVE", (w + 1).to_string());
+        env.push(("CUTOVER_WAVE", (w + 1).to_string()));
     }
-    let started = Instant::now();
-    let child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            return GateOutcome::new(
-                g,
-                false,
-                format!("gate {}: cannot start sh -c: {e}", g.name),
-                json!({ "command": command }),
-            );
-        }
-    };
-    // On a timeout, what the command started is stopped with it.
-    let mut group = cutover_agent::process::GroupGuard::new(&child);
-    let finished = tokio::time::timeout(timeout, child.wait_with_output()).await;
-    if finished.is_ok() {
-        group.disarm();
-    }
-    match finished {
-        Err(_) => GateOutcome::new(
+    match run_shell(command, &env, timeout).await {
+        ShellRun::TimedOut => GateOutcome::new(
             g,
             false,
             format!(
@@ -262,27 +303,31 @@ pub async fn run_command(g: &GateDef, ctx: &RunContext) -> GateOutcome {
             ),
             json!({ "command": command, "timeout_ms": timeout.as_millis() as u64 }),
         ),
-        Ok(Err(e)) => GateOutcome::new(
+        ShellRun::CannotStart(e) => GateOutcome::new(
             g,
             false,
-            format!("gate {}: cannot wait for the command: {e}", g.name),
+            format!("gate {}: cannot run sh -c: {e}", g.name),
             json!({ "command": command }),
         ),
-        Ok(Ok(out)) => {
-            let code = out.status.code();
+        ShellRun::Finished {
+            code,
+            stdout,
+            stderr,
+            elapsed,
+        } => {
             let measured = json!({
                 "command": command,
                 "exit_code": code,
-                "elapsed_ms": started.elapsed().as_millis() as u64,
-                "stdout_tail": tail(&out.stdout),
-                "stderr_tail": tail(&out.stderr),
+                "elapsed_ms": elapsed.as_millis() as u64,
+                "stdout_tail": tail(&stdout),
+                "stderr_tail": tail(&stderr),
             });
             let reason = match code {
                 Some(0) => format!("gate {}: command exited 0", g.name),
                 Some(c) => format!("gate {}: command exited {c}", g.name),
                 None => format!("gate {}: command was killed by a signal", g.name),
             };
-            let last = last_line(&out.stderr).or_else(|| last_line(&out.stdout));
+            let last = last_line(&stderr).or_else(|| last_line(&stdout));
             let reason = match (code, last) {
                 (Some(0), _) | (_, None) => reason,
                 (_, Some(line)) => format!("{reason}: {line}"),
@@ -299,7 +344,7 @@ fn tail(bytes: &[u8]) -> String {
     text.trim_start_matches('\u{fffd}').to_string()
 }
 
-fn last_line(bytes: &[u8]) -> Option<String> {
+pub(crate) fn last_line(bytes: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(bytes);
     let line = text.lines().rev().find(|l| !l.trim().is_empty())?.trim();
     Some(line.chars().take(200).collect())
@@ -504,8 +549,65 @@ pub fn device_compatibility(
     }
 }
 
+/// A `health_check` gate before a deployment: runs the checks it names, at
+/// once; passes when every one is healthy.
+pub async fn run_health_checks(
+    g: &GateDef,
+    available: &[CheckToRun],
+    http: &reqwest::Client,
+) -> GateOutcome {
+    let runs = g.checks.iter().map(|name| async move {
+        match available.iter().find(|c| &c.name == name) {
+            Some(c) => crate::health_checks::run(c, http).await,
+            None => CheckResult {
+                name: name.clone(),
+                kind: "unknown".into(),
+                healthy: false,
+                attempts: 0,
+                latency_ms: 0.0,
+                detail: "no such health check in the configuration".into(),
+            },
+        }
+    });
+    let results = futures::future::join_all(runs).await;
+    let sick: Vec<String> = results
+        .iter()
+        .filter(|r| !r.healthy)
+        .map(|r| format!("{} ({}): {}", r.name, r.kind, r.detail))
+        .collect();
+    let measured = json!({ "checks": results });
+    if sick.is_empty() {
+        GateOutcome::new(
+            g,
+            true,
+            format!(
+                "gate {}: {} health check(s) healthy: {}",
+                g.name,
+                results.len(),
+                g.checks.join(", ")
+            ),
+            measured,
+        )
+    } else {
+        GateOutcome::new(
+            g,
+            false,
+            format!(
+                "gate {}: {} of {} health check(s) unhealthy: {}",
+                g.name,
+                sick.len(),
+                results.len(),
+                sick.join("; ")
+            ),
+            measured,
+        )
+    }
+}
+
 /// What the pre-deployment gates are decided over.
 pub struct Before<'a> {
+    /// The health checks `health_check` gates name (`GateDef::checks`).
+    pub checks: &'a [CheckToRun],
     pub artifact: &'a ArtifactRow,
     pub targets: &'a [TargetRow],
     pub public_keys: &'a [[u8; 32]],
@@ -535,6 +637,8 @@ pub async fn decide_before(
             } else {
                 GateOutcome::held(g, why)
             }
+        } else if !g.checks.is_empty() {
+            run_health_checks(g, before.checks, http).await
         } else if g.needs_io() {
             run_io(g, ctx, http).await
         } else if g.name == "firmware_validation" {
@@ -588,6 +692,14 @@ mod tests {
         assert!(waits_for_person(&gate("firmware_validation", "builtin"), Phase::Before).is_none());
         assert!(waits_for_person(&gate("health_check", "builtin"), Phase::After).is_none());
         assert!(waits_for_person(&gate("health_check", "builtin"), Phase::Before).is_some());
+        // Before a deployment, health_check gates wait for a person only without checks to run.
+        let mut with_checks = gate("health_check", "builtin");
+        with_checks.checks = vec!["api_health".into()];
+        assert!(waits_for_person(&with_checks, Phase::Before).is_none());
+        let mut named = gate("api_health", "health_check");
+        assert!(waits_for_person(&named, Phase::Before).is_some());
+        named.checks = vec!["api_health".into()];
+        assert!(waits_for_person(&named, Phase::Before).is_none());
         for phase in [Phase::Before, Phase::After] {
             assert!(waits_for_person(&gate("smoke", "command"), phase).is_none());
             assert!(waits_for_person(&gate("ping", "http"), phase).is_none());

@@ -5,7 +5,9 @@
 //! seed's order, production requiring one approval, API keys on, rate limiting at the seed's
 //! 100 requests per 60 seconds, no allow-list.
 
-use cutover_core::config::deployment::{EnvironmentGates, QualityGates};
+use crate::health_checks::CheckToRun;
+use cutover_core::config::deployment::{EnvironmentGates, HealthCheck, QualityGates};
+use indexmap::IndexMap;
 use ipnet::IpNet;
 use serde_json::json;
 use std::time::Duration;
@@ -29,6 +31,12 @@ pub struct EnvironmentSettings {
     pub config: serde_json::Value,
     /// The environment's own `quality_gates`, per phase over the top-level ones.
     pub quality_gates: Option<EnvironmentGates>,
+    /// Names from the top-level `health_checks` this environment runs.
+    pub health_checks: Vec<String>,
+    /// `health_check_url`: checked itself, and the base of checks whose endpoint is a path.
+    pub health_check_url: Option<String>,
+    /// The first of `api_endpoints`: the base of relative endpoints without a health_check_url.
+    pub api_endpoint: Option<String>,
 }
 
 impl EnvironmentSettings {
@@ -43,6 +51,9 @@ impl EnvironmentSettings {
             max_concurrent_deployments: None,
             config: json!({ "name": capitalise(name), "stage": name }),
             quality_gates: None,
+            health_checks: Vec::new(),
+            health_check_url: None,
+            api_endpoint: None,
         }
     }
 
@@ -167,6 +178,8 @@ pub struct ServerSettings {
     pub quality_gates: QualityGates,
     /// Ed25519 keys artifact signatures must verify with (`artifacts.public_keys`).
     pub artifact_public_keys: Vec<[u8; 32]>,
+    /// The top-level `health_checks`, by name.
+    pub health_checks: IndexMap<String, HealthCheck>,
 }
 
 impl ServerSettings {
@@ -181,7 +194,37 @@ impl ServerSettings {
             read_cache_ttl: Duration::from_secs(1),
             quality_gates: QualityGates::default(),
             artifact_public_keys: Vec::new(),
+            health_checks: IndexMap::new(),
         }
+    }
+
+    /// The health checks `environment` runs: those its `health_checks` name,
+    /// then its `health_check_url`.
+    pub fn environment_checks(&self, environment: &str) -> Vec<CheckToRun> {
+        let Some(env) = self.environments.iter().find(|e| e.name == environment) else {
+            return Vec::new();
+        };
+        let mut checks: Vec<CheckToRun> = env
+            .health_checks
+            .iter()
+            .filter_map(|name| self.health_check(environment, name))
+            .collect();
+        if let Some(url) = &env.health_check_url {
+            checks.push(CheckToRun::url(url));
+        }
+        checks
+    }
+
+    /// One of the top-level `health_checks` as `environment` runs it: a path
+    /// endpoint is joined to its `health_check_url`, else its first API endpoint.
+    pub fn health_check(&self, environment: &str, name: &str) -> Option<CheckToRun> {
+        let check = self.health_checks.get(name)?.clone();
+        let env = self.environments.iter().find(|e| e.name == environment);
+        Some(CheckToRun {
+            name: name.to_string(),
+            check,
+            base_url: env.and_then(|e| e.health_check_url.clone().or(e.api_endpoint.clone())),
+        })
     }
 
     /// The gates of a deployment into `environment`: per phase, the environment's
@@ -227,6 +270,16 @@ pub fn from_config(
                         .then_some(i64::from(env.max_concurrent_deployments)),
                     config: section,
                     quality_gates: env.quality_gates.clone(),
+                    health_checks: env.health_checks.clone(),
+                    health_check_url: env
+                        .health_check_url
+                        .as_ref()
+                        .map(|u| u.as_str().to_string()),
+                    api_endpoint: env
+                        .api_endpoints
+                        .values()
+                        .next()
+                        .map(|u| u.as_str().to_string()),
                 }
             })
             .collect();
@@ -243,6 +296,7 @@ pub fn from_config(
     settings.security.trusted_proxies = s.trusted_proxies.iter().map(|c| c.0).collect();
     settings.security.max_body_bytes = usize::try_from(s.max_body_bytes).unwrap_or(usize::MAX);
     settings.quality_gates = config.quality_gates.clone();
+    settings.health_checks = config.health_checks.clone();
     // Checked when the configuration was loaded: 64 hex digits each.
     settings.artifact_public_keys = config
         .artifacts

@@ -372,6 +372,110 @@ quality_gates:
     );
 }
 
+/// A health_check gate before a deployment runs the environment's health checks on
+/// the server (an http check whose endpoint is joined to the environment's API
+/// endpoint, and a command); a gate named after a check runs that one. Unhealthy,
+/// they refuse the execute naming each check and why; healthy, the deployment runs
+/// and their results are stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pre_deployment_health_checks_run_on_the_server() {
+    let ids = ["hc-1"];
+    let fleet = fleet_of(&ids).await;
+    fleet.upload(firmware(16 * 1024, 17), "2.0.0", None).await;
+    let status = Arc::new(AtomicU16::new(503));
+    let url = status_server(status.clone()).await;
+    let api_base = url.trim_end_matches("/ready").to_string();
+    let flag = fleet.dir.path().join("maintenance");
+    std::fs::write(&flag, "").unwrap();
+    let yaml = format!(
+        r#"
+health_checks:
+  api_health:
+    type: http
+    endpoint: /ready
+    timeout: 5
+  no_maintenance:
+    type: command
+    command: "test ! -e {}"
+quality_gates:
+  pre_deployment:
+    - health_check
+    - api_health
+"#,
+        flag.display()
+    );
+    let (config, _) =
+        cutover_core::config::DeploymentConfig::from_yaml(&yaml, "deployment-config.yaml").unwrap();
+    let api = Api::start(&fleet, &yaml, true, |s| {
+        s.health_checks = config.health_checks.clone();
+        let staging = s
+            .environments
+            .iter_mut()
+            .find(|e| e.name == "staging")
+            .unwrap();
+        staging.health_checks = vec!["api_health".into(), "no_maintenance".into()];
+        staging.api_endpoint = Some(api_base.clone());
+    })
+    .await;
+    let plan = api.plan("2.0.0", 1).await;
+
+    let (code, problem) = api
+        .post("/api/deployments/execute", json!({ "plan_id": plan }))
+        .await;
+    assert_eq!(code, 409, "{problem}");
+    let detail = problem["detail"].as_str().unwrap();
+    let http_why = format!("api_health (http): GET {url} answered 503, expected 200");
+    assert!(
+        detail.contains(&format!(
+            "gate health_check: 2 of 2 health check(s) unhealthy: {http_why}; no_maintenance (command): `test ! -e {}` exited 1",
+            flag.display()
+        )),
+        "{detail}"
+    );
+    assert!(
+        detail.contains(&format!(
+            "gate api_health: 1 of 1 health check(s) unhealthy: {http_why}"
+        )),
+        "{detail}"
+    );
+    let list = api.get(&format!("/api/deployments?plan_id={plan}")).await;
+    assert_eq!(list["deployments"], json!([]), "{list}");
+
+    // Healthy now: the same plan runs, and the checks' results are kept.
+    status.store(200, Ordering::SeqCst);
+    std::fs::remove_file(&flag).unwrap();
+    let (code, exec) = api
+        .post("/api/deployments/execute", json!({ "plan_id": plan }))
+        .await;
+    assert_eq!(code, 202, "{exec}");
+    let id = exec["id"].as_str().unwrap().to_string();
+    let results = fleet.store.list_gate_results(&id).await.unwrap();
+    assert_eq!(results.len(), 2, "{results:?}");
+    assert!(results.iter().all(|g| g.passed), "{results:?}");
+    let checks = results[0].detail["measured"]["checks"].as_array().unwrap();
+    let names: Vec<&str> = checks.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["api_health", "no_maintenance"]);
+    assert!(checks.iter().all(|c| c["healthy"] == true), "{checks:?}");
+    // GET /api/health-checks runs them too.
+    let health = api.get("/api/health-checks").await;
+    let names: Vec<&str> = health["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["database", "staging: api_health", "staging: no_maintenance"],
+        "{health}"
+    );
+    assert_eq!(health["status"], "healthy", "{health}");
+    assert_eq!(
+        fleet.finish(&id, Duration::from_secs(60)).await,
+        "succeeded"
+    );
+}
+
 /// firmware_validation refuses an artifact whose signature does not verify with the
 /// configured keys; with no key configured it checks the digest and says the
 /// signature was not checked. A manual pre-deployment gate needs `passed_gates`.

@@ -356,6 +356,49 @@ pub(crate) fn valid_identifier(s: &str) -> bool {
         && !s.starts_with(|c: char| c.is_ascii_digit())
 }
 
+/// Connects to the database at `url` (sqlite:// or postgres://) on its own,
+/// runs `query` once and returns the rows it gave: a health check of a
+/// database that is not the store. A SQLite file that does not exist is an
+/// error, not created.
+pub async fn probe_database(url: &str, query: &str) -> std::result::Result<usize, String> {
+    use sqlx::Connection;
+    let shown = redact_url(url);
+    let scheme = url.split(':').next().unwrap_or_default();
+    match scheme {
+        "sqlite" => {
+            let options = SqliteConnectOptions::from_str(url)
+                .map_err(|e| format!("database url {shown}: {e}"))?
+                .create_if_missing(false)
+                .read_only(true);
+            let mut conn = sqlx::SqliteConnection::connect_with(&options)
+                .await
+                .map_err(|e| format!("cannot connect to {shown}: {e}"))?;
+            let rows = sqlx::query(sqlx::AssertSqlSafe(query.to_string()))
+                .fetch_all(&mut conn)
+                .await
+                .map_err(|e| format!("{query:?} failed on {shown}: {e}"))?;
+            let _ = conn.close().await;
+            Ok(rows.len())
+        }
+        "postgres" | "postgresql" => {
+            let options = PgConnectOptions::from_str(url)
+                .map_err(|e| format!("database url {shown}: {e}"))?;
+            let mut conn = sqlx::PgConnection::connect_with(&options)
+                .await
+                .map_err(|e| format!("cannot connect to {shown}: {e}"))?;
+            let rows = sqlx::query(sqlx::AssertSqlSafe(query.to_string()))
+                .fetch_all(&mut conn)
+                .await
+                .map_err(|e| format!("{query:?} failed on {shown}: {e}"))?;
+            let _ = conn.close().await;
+            Ok(rows.len())
+        }
+        other => Err(format!(
+            "database url {shown}: unsupported scheme {other:?} (sqlite:// or postgres://)"
+        )),
+    }
+}
+
 /// The URL without its password, for error messages.
 pub fn redact_url(url: &str) -> String {
     match url::Url::parse(url) {

@@ -122,11 +122,30 @@ pub async fn execute(
     // The rule of quality gates (crate::quality_gates): pre-deployment gates now,
     // before any target is touched; post-deployment gates after each wave.
     let gates = state.settings.gates_for(&plan.target_environment);
-    let pre: Vec<GateDef> = gates
+    let mut pre: Vec<GateDef> = gates
         .pre_deployment
         .iter()
         .map(GateDef::from_config)
         .collect();
+    // Health checks run before a deployment: the built-in health_check gate
+    // runs the environment's, a gate named after a check runs that one.
+    let mut checks = state.settings.environment_checks(&plan.target_environment);
+    for g in &mut pre {
+        match (g.kind(), g.name.as_str()) {
+            ("builtin", "health_check") => {
+                g.checks = checks.iter().map(|c| c.name.clone()).collect();
+            }
+            ("health_check", name) => {
+                if !checks.iter().any(|c| c.name == name)
+                    && let Some(c) = state.settings.health_check(&plan.target_environment, name)
+                {
+                    checks.push(c);
+                }
+                g.checks = vec![name.to_string()];
+            }
+            _ => {}
+        }
+    }
     let post: Vec<GateDef> = gates
         .post_deployment
         .iter()
@@ -160,6 +179,7 @@ pub async fn execute(
         let outcomes = decide_before(
             &pre,
             &Before {
+                checks: &checks,
                 artifact: &checked.artifact,
                 targets: selected,
                 public_keys: &state.settings.artifact_public_keys,

@@ -48,7 +48,8 @@ pub async fn prometheus(
     ))
 }
 
-/// Run health checks: the database, and each environment's `health_check_url`.
+/// Run health checks: the database, and each environment's `health_checks` and
+/// `health_check_url` (`crate::health_checks`).
 #[utoipa::path(get, path = "/api/health-checks", tag = "monitoring",
     responses((status = 200, body = HealthReport), (status = 401, body = Problem)),
     security(("api_key" = []), ("bearer" = [])))]
@@ -72,25 +73,16 @@ pub async fn health_checks(
     });
     let mut probes = Vec::new();
     for env in &state.settings.environments {
-        if let Some(url) = env.config.get("health_check_url").and_then(|v| v.as_str()) {
-            let name = format!("{}: {url}", env.name);
-            let http = state.http.clone();
-            let url = url.to_string();
+        for check in state.settings.environment_checks(&env.name) {
+            let (http, env) = (state.http.clone(), env.name.clone());
             probes.push(async move {
-                let started = Instant::now();
-                let result = http.get(&url).send().await;
-                let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-                let (status, detail) = match result {
-                    Ok(r) if r.status().is_success() => ("healthy", format!("HTTP {}", r.status())),
-                    Ok(r) => ("unhealthy", format!("HTTP {}", r.status())),
-                    Err(e) => ("unhealthy", format!("request failed: {e}")),
-                };
+                let r = crate::health_checks::run(&check, &http).await;
                 HealthCheckResult {
-                    name,
-                    kind: "http".into(),
-                    status: status.into(),
-                    latency_ms,
-                    detail,
+                    name: format!("{env}: {}", r.name),
+                    kind: r.kind,
+                    status: if r.healthy { "healthy" } else { "unhealthy" }.into(),
+                    latency_ms: r.latency_ms,
+                    detail: r.detail,
                 }
             });
         }
