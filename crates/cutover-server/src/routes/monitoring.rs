@@ -48,8 +48,7 @@ pub async fn prometheus(
     ))
 }
 
-/// Run health checks: the database, and each environment's `health_checks` and
-/// `health_check_url` (`crate::health_checks`).
+/// Run health checks: the database, and each environment's `health_checks` and `health_check_url`.
 #[utoipa::path(get, path = "/api/health-checks", tag = "monitoring",
     responses((status = 200, body = HealthReport), (status = 401, body = Problem)),
     security(("api_key" = []), ("bearer" = [])))]
