@@ -61,8 +61,8 @@ pub struct GateDef {
     pub expected_status: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
-    /// Before a deployment, the health checks a `health_check` gate runs, by name
-    /// (the definitions stay in the configuration: they may hold passwords).
+    /// The health checks a `health_check` gate runs, by name (the definitions stay
+    /// in the configuration, they may hold passwords: [`RunContext::checks`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<String>,
 }
@@ -77,9 +77,10 @@ impl GateDef {
         Duration::from_millis(self.timeout_ms.unwrap_or(600_000).max(1))
     }
 
-    /// Deciding it runs a process or a request: never on the orchestrator's loop.
+    /// Deciding it runs a process, a request or health checks: never on the
+    /// orchestrator's loop.
     pub fn needs_io(&self) -> bool {
-        matches!(self.kind(), "command" | "http")
+        matches!(self.kind(), "command" | "http") || !self.checks.is_empty()
     }
 
     pub fn from_config(g: &Gate) -> Self {
@@ -184,7 +185,8 @@ impl GateOutcome {
     }
 }
 
-/// What a command gate is told about the deployment, as `CUTOVER_*` variables.
+/// What gates that run something are given: the deployment, which a command gate
+/// is told as `CUTOVER_*` variables, and the environment's health checks.
 #[derive(Debug, Clone, Default)]
 pub struct RunContext {
     pub execution_id: Option<String>,
@@ -193,10 +195,15 @@ pub struct RunContext {
     pub version: String,
     /// The wave just finished (0-based), after a wave.
     pub wave: Option<u32>,
+    /// The health checks `health_check` gates name (`GateDef::checks`).
+    pub checks: Vec<CheckToRun>,
 }
 
-/// Decides a `command` or `http` gate.
+/// Decides a gate that runs something: a command, a request, health checks.
 pub async fn run_io(g: &GateDef, ctx: &RunContext, http: &reqwest::Client) -> GateOutcome {
+    if !g.checks.is_empty() {
+        return run_health_checks(g, &ctx.checks, http).await;
+    }
     match g.kind() {
         "command" => run_command(g, ctx).await,
         "http" => run_http(g, http).await,
@@ -606,8 +613,6 @@ pub async fn run_health_checks(
 
 /// What the pre-deployment gates are decided over.
 pub struct Before<'a> {
-    /// The health checks `health_check` gates name (`GateDef::checks`).
-    pub checks: &'a [CheckToRun],
     pub artifact: &'a ArtifactRow,
     pub targets: &'a [TargetRow],
     pub public_keys: &'a [[u8; 32]],
@@ -637,8 +642,6 @@ pub async fn decide_before(
             } else {
                 GateOutcome::held(g, why)
             }
-        } else if !g.checks.is_empty() {
-            run_health_checks(g, before.checks, http).await
         } else if g.needs_io() {
             run_io(g, ctx, http).await
         } else if g.name == "firmware_validation" {

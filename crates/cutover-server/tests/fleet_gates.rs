@@ -224,6 +224,73 @@ quality_gates:
     assert_eq!(t.current_version.as_deref(), Some("2.0.0"));
 }
 
+/// A gate named after a health check runs that check on the server after each wave:
+/// unhealthy, it holds the rollout after the first wave, naming the check and why;
+/// resumed once it is healthy, the check passes after the next wave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_health_check_gate_runs_its_check_after_each_wave() {
+    let status = Arc::new(AtomicU16::new(503));
+    let url = status_server(status.clone()).await;
+    let yaml = format!(
+        "health_checks:\n  api_health:\n    type: http\n    endpoint: \"{url}\"\n    timeout: 5\n\
+         quality_gates:\n  post_deployment: [api_health]\n"
+    );
+    let (config, _) =
+        cutover_core::config::DeploymentConfig::from_yaml(&yaml, "deployment-config.yaml").unwrap();
+    // The orchestrator gets the checks as `cutover serve` gives them.
+    let mut server = ServerSettings::new(SECRET.to_vec());
+    server.health_checks = config.health_checks.clone();
+    let staging = vec![server.health_check("staging", "api_health").unwrap()];
+    let mut fleet = Fleet::start_with(Broker::Embedded, |s| {
+        s.health_checks.insert("staging".into(), staging);
+    })
+    .await;
+    for id in ["hw-1", "hw-2"] {
+        let i = fleet.add_agent(id, "").await;
+        fleet.agents[i].spawn();
+    }
+    fleet.upload(firmware(16 * 1024, 19), "2.0.0", None).await;
+    let api = Api::start(&fleet, &yaml, false, |s| {
+        s.health_checks = config.health_checks.clone()
+    })
+    .await;
+    let plan = api.plan("2.0.0", 1).await;
+    let (code, exec) = api
+        .post("/api/deployments/execute", json!({ "plan_id": plan }))
+        .await;
+    assert_eq!(code, 202, "{exec}");
+    let id = exec["id"].as_str().unwrap().to_string();
+    let view = api
+        .wait_status(&id, "paused", Duration::from_secs(60))
+        .await;
+    assert_eq!(
+        view["held"],
+        format!(
+            "gate failed: gate api_health: 1 of 1 health check(s) unhealthy: api_health (http): GET {url} answered 503, expected 200"
+        ),
+        "{view}"
+    );
+    assert_eq!(view["waves"][1]["progress"]["pending"], 1, "{view}");
+
+    status.store(200, Ordering::SeqCst);
+    let (code, body) = api
+        .post(&format!("/api/deployments/{id}/resume"), json!({}))
+        .await;
+    assert_eq!(code, 202, "{body}");
+    assert_eq!(
+        fleet.finish(&id, Duration::from_secs(60)).await,
+        "succeeded"
+    );
+    let results = fleet.store.list_gate_results(&id).await.unwrap();
+    let runs: Vec<(Option<i64>, bool)> = results
+        .iter()
+        .filter(|g| g.gate == "api_health")
+        .map(|g| (g.wave_index, g.passed))
+        .collect();
+    assert_eq!(runs, [(Some(0), false), (Some(1), true)], "{results:?}");
+    assert_eq!(results[1].detail["measured"]["checks"][0]["healthy"], true);
+}
+
 /// A gate nobody can run holds the execution for a person, even where failures roll
 /// back automatically, and says so in the deployment's status; a resume passes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

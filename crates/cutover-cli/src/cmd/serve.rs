@@ -58,7 +58,11 @@ pub struct ServeArgs {
 }
 
 /// The fleet plane's settings from the configuration and flags.
-fn fleet_settings(args: &ServeArgs, config: &DeploymentConfig) -> anyhow::Result<FleetSettings> {
+fn fleet_settings(
+    args: &ServeArgs,
+    config: &DeploymentConfig,
+    server: &ServerSettings,
+) -> anyhow::Result<FleetSettings> {
     let mqtt = &config.mqtt;
     let tls = mqtt.tls.clone().unwrap_or_default();
     let read = |key: &str, file: &Option<String>| -> anyhow::Result<Option<Vec<u8>>> {
@@ -88,6 +92,18 @@ fn fleet_settings(args: &ServeArgs, config: &DeploymentConfig) -> anyhow::Result
         mqtt_client_cert_pem: read("client_cert_file", &tls.client_cert_file)?,
         mqtt_client_key_pem: read("client_key_file", &tls.client_key_file)?,
         broker_tls,
+        health_checks: server
+            .environments
+            .iter()
+            .map(|env| {
+                let checks = server
+                    .health_checks
+                    .keys()
+                    .filter_map(|name| server.health_check(&env.name, name))
+                    .collect();
+                (env.name.clone(), checks)
+            })
+            .collect(),
         artifact_dir: args
             .artifact_dir
             .clone()
@@ -199,7 +215,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<u8> {
         None
     } else {
         Some(
-            FleetPlane::start(fleet_settings(&args, &config)?, store.clone(), fleet_shutdown)
+            FleetPlane::start(fleet_settings(&args, &config, &settings)?, store.clone(), fleet_shutdown)
                 .await
                 .context("cannot start the fleet plane (MQTT broker and orchestrator); --mqtt-listen 127.0.0.1:0 picks a free port")?,
         )

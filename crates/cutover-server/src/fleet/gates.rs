@@ -2,7 +2,8 @@
 //! which gates run when is in [`crate::quality_gates`]). Decided from what the
 //! server measured: the wave's reports (error and success rates), the health
 //! the devices reported after boot, and their compatibility refusals; and by
-//! running `command` and `http` gates, which the orchestrator does off its
+//! running `command` and `http` gates and gates named after a configured
+//! health check, which the orchestrator does off its
 //! loop ([`evaluate_with_io`]) and feeds back as the gate's result. A gate
 //! nobody can run automatically (`manual`, a scan, a user acceptance test)
 //! never passes unseen: it holds the execution, paused and not rolled back,

@@ -42,6 +42,9 @@ pub struct FleetSettings {
     pub mqtt_client_key_pem: Option<Vec<u8>>,
     /// The embedded broker's TLS listener, if it has one.
     pub broker_tls: Option<broker::BrokerTls>,
+    /// The configured health checks as each environment runs them, for gates
+    /// named after one (`ServerSettings::health_check`).
+    pub health_checks: HashMap<String, Vec<crate::health_checks::CheckToRun>>,
     /// Where artifact blobs live.
     pub artifact_dir: PathBuf,
     /// This replica's name in leases.
@@ -70,6 +73,7 @@ impl Default for FleetSettings {
             mqtt_client_cert_pem: None,
             mqtt_client_key_pem: None,
             broker_tls: None,
+            health_checks: HashMap::new(),
             artifact_dir: PathBuf::from("artifacts"),
             owner: format!("replica-{}", uuid::Uuid::new_v4()),
             lease_ttl_ms: 30_000,

@@ -546,6 +546,13 @@ impl Orchestrator {
                     .unwrap_or_default()
                     .to_string(),
                 wave: None,
+                checks: self
+                    .shared
+                    .settings
+                    .health_checks
+                    .get(&row.environment)
+                    .cloned()
+                    .unwrap_or_default(),
             },
             wave_health: Vec::new(),
             keys: Vec::new(),

@@ -127,30 +127,36 @@ pub async fn execute(
         .iter()
         .map(GateDef::from_config)
         .collect();
-    // Health checks run before a deployment: the built-in health_check gate
-    // runs the environment's, a gate named after a check runs that one.
-    let mut checks = state.settings.environment_checks(&plan.target_environment);
-    for g in &mut pre {
-        match (g.kind(), g.name.as_str()) {
-            ("builtin", "health_check") => {
-                g.checks = checks.iter().map(|c| c.name.clone()).collect();
-            }
-            ("health_check", name) => {
-                if !checks.iter().any(|c| c.name == name)
-                    && let Some(c) = state.settings.health_check(&plan.target_environment, name)
-                {
-                    checks.push(c);
-                }
-                g.checks = vec![name.to_string()];
-            }
-            _ => {}
-        }
-    }
-    let post: Vec<GateDef> = gates
+    let mut post: Vec<GateDef> = gates
         .post_deployment
         .iter()
         .map(GateDef::from_config)
         .collect();
+    // Health checks: before a deployment the built-in health_check gate runs
+    // the environment's; a gate named after a check runs that one, before a
+    // deployment or after each wave (after a wave the built-in one reads the
+    // devices' own health reports).
+    let checks = state.settings.environment_checks(&plan.target_environment);
+    for g in &mut pre {
+        if (g.kind(), g.name.as_str()) == ("builtin", "health_check") {
+            g.checks = checks.iter().map(|c| c.name.clone()).collect();
+        }
+    }
+    for g in pre.iter_mut().chain(post.iter_mut()) {
+        if g.kind() == "health_check" {
+            g.checks = vec![g.name.clone()];
+        }
+    }
+    let mut checks = checks;
+    for g in &pre {
+        for name in &g.checks {
+            if !checks.iter().any(|c| &c.name == name)
+                && let Some(c) = state.settings.health_check(&plan.target_environment, name)
+            {
+                checks.push(c);
+            }
+        }
+    }
     if let Some(stray) = req.passed_gates.iter().find(|name| {
         !pre.iter()
             .any(|g| &g.name == *name && waits_for_person(g, Phase::Before).is_some())
@@ -175,11 +181,11 @@ pub async fn execute(
             environment: plan.target_environment.clone(),
             version: checked.version.clone(),
             wave: None,
+            checks,
         };
         let outcomes = decide_before(
             &pre,
             &Before {
-                checks: &checks,
                 artifact: &checked.artifact,
                 targets: selected,
                 public_keys: &state.settings.artifact_public_keys,
