@@ -370,33 +370,41 @@ pub async fn probe_database(url: &str, query: &str) -> std::result::Result<usize
                 .map_err(|e| format!("database url {shown}: {e}"))?
                 .create_if_missing(false)
                 .read_only(true);
-            let mut conn = sqlx::SqliteConnection::connect_with(&options)
+            let conn = sqlx::SqliteConnection::connect_with(&options)
                 .await
                 .map_err(|e| format!("cannot connect to {shown}: {e}"))?;
-            let rows = sqlx::query(sqlx::AssertSqlSafe(query.to_string()))
-                .fetch_all(&mut conn)
+            rows_of(conn, query)
                 .await
-                .map_err(|e| format!("{query:?} failed on {shown}: {e}"))?;
-            let _ = conn.close().await;
-            Ok(rows.len())
+                .map_err(|e| format!("{query:?} failed on {shown}: {e}"))
         }
         "postgres" | "postgresql" => {
             let options = PgConnectOptions::from_str(url)
                 .map_err(|e| format!("database url {shown}: {e}"))?;
-            let mut conn = sqlx::PgConnection::connect_with(&options)
+            let conn = sqlx::PgConnection::connect_with(&options)
                 .await
                 .map_err(|e| format!("cannot connect to {shown}: {e}"))?;
-            let rows = sqlx::query(sqlx::AssertSqlSafe(query.to_string()))
-                .fetch_all(&mut conn)
+            rows_of(conn, query)
                 .await
-                .map_err(|e| format!("{query:?} failed on {shown}: {e}"))?;
-            let _ = conn.close().await;
-            Ok(rows.len())
+                .map_err(|e| format!("{query:?} failed on {shown}: {e}"))
         }
         other => Err(format!(
             "database url {shown}: unsupported scheme {other:?} (sqlite:// or postgres://)"
         )),
     }
+}
+
+/// Runs `query` once on `conn`, then closes it: the rows it gave.
+async fn rows_of<C>(mut conn: C, query: &str) -> std::result::Result<usize, sqlx::Error>
+where
+    C: sqlx::Connection,
+    for<'c> &'c mut C: sqlx::Executor<'c, Database = C::Database>,
+    <C::Database as sqlx::Database>::Arguments: sqlx::IntoArguments<C::Database>,
+{
+    let rows = sqlx::query(sqlx::AssertSqlSafe(query.to_string()))
+        .fetch_all(&mut conn)
+        .await?;
+    let _ = conn.close().await;
+    Ok(rows.len())
 }
 
 /// The URL without its password, for error messages.
