@@ -176,16 +176,20 @@ async fn http_check(c: &CheckToRun, http: &reqwest::Client) -> Result<String, St
     for (name, value) in &check.headers {
         request = request.header(name, value);
     }
-    let response = request
-        .send()
-        .await
-        .map_err(|e| format!("{method} {url} failed: {e}"))?;
+    // What is said of it is stored with gate results: no password in it.
+    let shown = cutover_store::redact_url(url.as_str());
+    let response = request.send().await.map_err(|e| {
+        format!(
+            "{method} {shown} failed: {}",
+            e.without_url().to_string().trim_end()
+        )
+    })?;
     let status = response.status().as_u16();
     if status == expected {
-        Ok(format!("{method} {url} answered {status}"))
+        Ok(format!("{method} {shown} answered {status}"))
     } else {
         Err(format!(
-            "{method} {url} answered {status}, expected {expected}"
+            "{method} {shown} answered {status}, expected {expected}"
         ))
     }
 }
@@ -194,15 +198,16 @@ async fn http_check(c: &CheckToRun, http: &reqwest::Client) -> Result<String, St
 async fn mqtt_check(c: &CheckToRun) -> Result<String, String> {
     use cutover_agent::device::mqtt::MqttSettings;
     use rumqttc::{Event, Packet, QoS};
-    let broker = c
+    let url = c
         .check
         .broker
         .as_ref()
-        .map(|u| u.as_str().to_string())
+        .map(|u| u.as_str())
         .unwrap_or_default();
+    let broker = cutover_store::redact_url(url);
     let topic = c.check.topic.clone().unwrap_or_default();
     let nonce = uuid::Uuid::new_v4().simple().to_string();
-    let settings = MqttSettings::new(&broker, &format!("cutover-health-{}", &nonce[..12]));
+    let settings = MqttSettings::new(url, &format!("cutover-health-{}", &nonce[..12]));
     let (client, mut eventloop) = settings.client(16)?;
     let mut published = false;
     let result = loop {
@@ -291,6 +296,11 @@ mod tests {
         c.check.expected_status = Some(204);
         let r = run(&c, &http).await;
         assert!(r.detail.contains("answered 200, expected 204"), "{r:?}");
+        // A password in the URL is not repeated in what is said (and stored).
+        c.check.endpoint = Some(base.replace("http://", "http://probe:s3cret@") + "health");
+        let r = run(&c, &http).await;
+        assert!(r.detail.contains("http://probe:****@127.0.0.1:"), "{r:?}");
+        assert!(!r.detail.contains("s3cret"), "{r:?}");
     }
 
     #[tokio::test]
