@@ -61,6 +61,14 @@ pub(crate) fn rows_per_statement(max_binds: usize, columns: usize) -> usize {
     (max_binds / columns).max(1)
 }
 
+/// `0..len` cut into ranges of at most `rows`: the rows of one statement each
+/// when columns are bound side by side.
+fn row_ranges(len: usize, rows: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    (0..len)
+        .step_by(rows.max(1))
+        .map(move |start| start..(start + rows).min(len))
+}
+
 /// Writes that differ per backend (batch inserts and batch updates).
 pub(crate) trait BatchWrites {
     const MAX_BINDS: usize;
@@ -99,9 +107,8 @@ impl BatchWrites for SqliteConnection {
         // statement is reused from the cache.
         let merged = MergedUpdates::new(updates);
         let rows = rows_per_statement(Self::MAX_BINDS, 6).min(2_000);
-        let mut start = 0;
-        while start < merged.id.len() {
-            let end = (start + rows).min(merged.id.len());
+        for range in row_ranges(merged.id.len(), rows) {
+            let (start, end) = (range.start, range.end);
             let mut q = QueryBuilder::new("WITH u(id, status, last_seq, error, bump, at) AS (");
             q.push_values(start..end, |mut b, i| {
                 b.push_bind(merged.id[i])
@@ -119,16 +126,14 @@ impl BatchWrites for SqliteConnection {
             );
             let n = q.build().execute(&mut *self).await?.rows_affected();
             merged.check(start..end, n)?;
-            start = end;
         }
         Ok(())
     }
 
     async fn update_targets_seen(&mut self, seen: &TargetsSeen<'_>) -> Result<()> {
         let rows = rows_per_statement(Self::MAX_BINDS, 6).min(2_000);
-        let mut start = 0;
-        while start < seen.id.len() {
-            let end = (start + rows).min(seen.id.len());
+        for range in row_ranges(seen.id.len(), rows) {
+            let (start, end) = (range.start, range.end);
             let mut q = QueryBuilder::new("WITH s(id, version, inventory, kind, at, updated) AS (");
             q.push_values(start..end, |mut b, i| {
                 b.push_bind(seen.id[i])
@@ -145,7 +150,6 @@ impl BatchWrites for SqliteConnection {
                  FROM s WHERE targets.id = s.id",
             );
             q.build().execute(&mut *self).await?;
-            start = end;
         }
         Ok(())
     }
@@ -316,9 +320,8 @@ impl BatchWrites for PgConnection {
     async fn apply_action_updates(&mut self, updates: &[ActionUpdate]) -> Result<()> {
         // One array per column: six binds whatever the number of rows.
         let merged = MergedUpdates::new(updates);
-        let mut start = 0;
-        while start < merged.id.len() {
-            let end = (start + 50_000).min(merged.id.len());
+        for range in row_ranges(merged.id.len(), 50_000) {
+            let (start, end) = (range.start, range.end);
             let n = sqlx::query(
                 "UPDATE actions a SET status = u.status, \
                  last_seq = GREATEST(a.last_seq, COALESCE(u.last_seq, a.last_seq)), \
@@ -336,15 +339,13 @@ impl BatchWrites for PgConnection {
             .await?
             .rows_affected();
             merged.check(start..end, n)?;
-            start = end;
         }
         Ok(())
     }
 
     async fn update_targets_seen(&mut self, seen: &TargetsSeen<'_>) -> Result<()> {
-        let mut start = 0;
-        while start < seen.id.len() {
-            let end = (start + 50_000).min(seen.id.len());
+        for range in row_ranges(seen.id.len(), 50_000) {
+            let (start, end) = (range.start, range.end);
             sqlx::query(
                 "UPDATE targets t SET current_version = s.version, \
                  inventory = COALESCE(s.inventory, t.inventory), last_seen_at = $5, \
@@ -360,7 +361,6 @@ impl BatchWrites for PgConnection {
             .bind(seen.updated)
             .execute(&mut *self)
             .await?;
-            start = end;
         }
         Ok(())
     }
@@ -863,4 +863,17 @@ async fn insert_gate_results<C: GenericInserts + ?Sized>(
         return Ok(());
     }
     c.insert_gate_results(results).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::row_ranges;
+
+    #[test]
+    fn row_ranges_cover_every_row_once() {
+        let r: Vec<_> = row_ranges(5, 2).collect();
+        assert_eq!(r, [0..2, 2..4, 4..5]);
+        assert_eq!(row_ranges(4, 2).collect::<Vec<_>>(), [0..2, 2..4]);
+        assert_eq!(row_ranges(0, 2).count(), 0);
+    }
 }
