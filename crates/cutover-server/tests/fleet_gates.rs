@@ -110,6 +110,24 @@ impl Api {
         plan["plan_id"].as_str().expect("plan id").to_string()
     }
 
+    /// Executes `plan`, which must start: the execution's id.
+    async fn execute(&self, plan: &str) -> String {
+        let (code, exec) = self
+            .post("/api/deployments/execute", json!({ "plan_id": plan }))
+            .await;
+        assert_eq!(code, 202, "{exec}");
+        exec["id"].as_str().expect("execution id").to_string()
+    }
+
+    /// Executes `plan`, which must be refused (409): the problem document.
+    async fn refused(&self, plan: &str) -> Value {
+        let (code, problem) = self
+            .post("/api/deployments/execute", json!({ "plan_id": plan }))
+            .await;
+        assert_eq!(code, 409, "{problem}");
+        problem
+    }
+
     /// Waits until `GET /api/deployments/{id}` says `status`.
     async fn wait_status(&self, id: &str, status: &str, within: Duration) -> Value {
         let deadline = Instant::now() + within;
@@ -168,11 +186,7 @@ quality_gates:
     );
     let api = Api::start(&fleet, &yaml, false, |_| {}).await;
     let plan = api.plan("2.0.0", 1).await;
-    let (status, exec) = api
-        .post("/api/deployments/execute", json!({ "plan_id": plan }))
-        .await;
-    assert_eq!(status, 202, "{exec}");
-    let id = exec["id"].as_str().unwrap().to_string();
+    let id = api.execute(&plan).await;
 
     let view = api
         .wait_status(&id, "paused", Duration::from_secs(60))
@@ -255,11 +269,7 @@ async fn a_health_check_gate_runs_its_check_after_each_wave() {
     })
     .await;
     let plan = api.plan("2.0.0", 1).await;
-    let (code, exec) = api
-        .post("/api/deployments/execute", json!({ "plan_id": plan }))
-        .await;
-    assert_eq!(code, 202, "{exec}");
-    let id = exec["id"].as_str().unwrap().to_string();
+    let id = api.execute(&plan).await;
     let view = api
         .wait_status(&id, "paused", Duration::from_secs(60))
         .await;
@@ -301,11 +311,7 @@ async fn a_user_acceptance_test_waits_for_a_person_and_never_rolls_back() {
     let yaml = "quality_gates:\n  post_deployment: [health_check, user_acceptance_test]\n";
     let api = Api::start(&fleet, yaml, true, |_| {}).await;
     let plan = api.plan("2.0.0", 1).await;
-    let (status, exec) = api
-        .post("/api/deployments/execute", json!({ "plan_id": plan }))
-        .await;
-    assert_eq!(status, 202, "{exec}");
-    let id = exec["id"].as_str().unwrap().to_string();
+    let id = api.execute(&plan).await;
     let view = api
         .wait_status(&id, "paused", Duration::from_secs(60))
         .await;
@@ -367,10 +373,7 @@ quality_gates:
     let api = Api::start(&fleet, &yaml, true, |s| s.artifact_public_keys = vec![key]).await;
     let plan = api.plan("2.0.0", 1).await;
 
-    let (code, problem) = api
-        .post("/api/deployments/execute", json!({ "plan_id": plan }))
-        .await;
-    assert_eq!(code, 409, "{problem}");
+    let problem = api.refused(&plan).await;
     assert_eq!(problem["rule"], "pre_deployment_gate", "{problem}");
     let detail = problem["detail"].as_str().unwrap();
     assert!(
@@ -410,11 +413,7 @@ quality_gates:
 
     // The upstream is ready now: the same plan runs.
     status.store(200, Ordering::SeqCst);
-    let (code, exec) = api
-        .post("/api/deployments/execute", json!({ "plan_id": plan }))
-        .await;
-    assert_eq!(code, 202, "{exec}");
-    let id = exec["id"].as_str().unwrap().to_string();
+    let id = api.execute(&plan).await;
     let results = fleet.store.list_gate_results(&id).await.unwrap();
     let names: Vec<&str> = results.iter().map(|g| g.gate.as_str()).collect();
     assert_eq!(
@@ -486,10 +485,7 @@ quality_gates:
     .await;
     let plan = api.plan("2.0.0", 1).await;
 
-    let (code, problem) = api
-        .post("/api/deployments/execute", json!({ "plan_id": plan }))
-        .await;
-    assert_eq!(code, 409, "{problem}");
+    let problem = api.refused(&plan).await;
     let detail = problem["detail"].as_str().unwrap();
     let http_why = format!("api_health (http): GET {url} answered 503, expected 200");
     assert!(
@@ -511,11 +507,7 @@ quality_gates:
     // Healthy now: the same plan runs, and the checks' results are kept.
     status.store(200, Ordering::SeqCst);
     std::fs::remove_file(&flag).unwrap();
-    let (code, exec) = api
-        .post("/api/deployments/execute", json!({ "plan_id": plan }))
-        .await;
-    assert_eq!(code, 202, "{exec}");
-    let id = exec["id"].as_str().unwrap().to_string();
+    let id = api.execute(&plan).await;
     let results = fleet.store.list_gate_results(&id).await.unwrap();
     assert_eq!(results.len(), 2, "{results:?}");
     assert!(results.iter().all(|g| g.passed), "{results:?}");
@@ -579,10 +571,7 @@ async fn firmware_validation_and_manual_pre_deployment_gates() {
 
     // Without keys: the digest is checked, the signature is said not to be.
     let api = Api::start(&fleet, yaml, true, |_| {}).await;
-    let (code, problem) = api
-        .post("/api/deployments/execute", json!({ "plan_id": plan }))
-        .await;
-    assert_eq!(code, 409, "{problem}");
+    let problem = api.refused(&plan).await;
     assert_eq!(
         problem["detail"],
         format!(

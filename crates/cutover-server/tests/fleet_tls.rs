@@ -52,6 +52,14 @@ impl Pki {
     }
 }
 
+/// An embedded broker of its own, without TLS, on a free port.
+async fn plain_broker() -> broker::EmbeddedBroker {
+    tokio::task::spawn_blocking(|| broker::start("127.0.0.1:0".parse().unwrap(), 64))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
 fn immediate() -> RolloutSpec {
     let mut spec = RolloutSpec::new(Strategy::Immediate);
     spec.min_finished_for_error_rate = 1;
@@ -113,10 +121,7 @@ async fn the_server_and_its_agents_use_an_external_broker_over_mqtts() {
     // A broker of its own with an mqtts listener stands in for a TLS Mosquitto.
     let certs = tempfile::tempdir().unwrap();
     let pki = Pki::new(certs.path(), "external");
-    let plain = tokio::task::spawn_blocking(|| broker::start("127.0.0.1:0".parse().unwrap(), 64))
-        .await
-        .unwrap()
-        .unwrap();
+    let plain = plain_broker().await;
     let tls_addr = broker::start_tls(&pki.listener(), plain.addr)
         .await
         .unwrap();
@@ -166,10 +171,7 @@ async fn the_server_and_its_agents_use_an_external_broker_over_mqtts() {
 async fn a_broker_certificate_that_cannot_be_read_is_named() {
     let certs = tempfile::tempdir().unwrap();
     let pki = Pki::new(certs.path(), "named");
-    let plain = tokio::task::spawn_blocking(|| broker::start("127.0.0.1:0".parse().unwrap(), 16))
-        .await
-        .unwrap()
-        .unwrap();
+    let plain = plain_broker().await;
     let mut tls = pki.listener();
     tls.cert_file = certs.path().join("missing.pem");
     let e = broker::start_tls(&tls, plain.addr).await.unwrap_err();
