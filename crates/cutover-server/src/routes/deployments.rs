@@ -136,7 +136,7 @@ pub async fn execute(
     // the environment's; a gate named after a check runs that one, before a
     // deployment or after each wave (after a wave the built-in one reads the
     // devices' own health reports).
-    let checks = state.settings.environment_checks(&plan.target_environment);
+    let mut checks = state.settings.environment_checks(&plan.target_environment);
     for g in &mut pre {
         if (g.kind(), g.name.as_str()) == ("builtin", "health_check") {
             g.checks = checks.iter().map(|c| c.name.clone()).collect();
@@ -147,7 +147,6 @@ pub async fn execute(
             g.checks = vec![g.name.clone()];
         }
     }
-    let mut checks = checks;
     for g in &pre {
         for name in &g.checks {
             if !checks.iter().any(|c| &c.name == name)
