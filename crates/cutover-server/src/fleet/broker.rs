@@ -2,12 +2,18 @@
 //! `Broker::start` blocks. It listens on loopback by default, on a port the
 //! caller gives or a free one picked by binding port 0 first.
 //!
+//! The server itself reaches the broker's router through an in-process link
+//! ([`EmbeddedBroker::link`]), not a socket: no MQTT encoding, no TCP, and
+//! none of the 40 ms delayed-acknowledgement stalls of rumqttd's sockets,
+//! which leave Nagle's algorithm on.
+//!
 //! Its TLS listener (mqtts) is ours: each TLS connection is accepted with
 //! tokio-rustls and relayed to the broker's plain listener. rumqttd's own TLS
 //! would bring a second, older rustls (0.22) beside the one everything else
 //! here uses, and would report a bad certificate only in its own thread's log.
 
 use anyhow::Context;
+use rumqttd::local::{LinkRx, LinkTx};
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -17,6 +23,10 @@ use std::time::{Duration, Instant};
 /// A running embedded broker.
 pub struct EmbeddedBroker {
     pub addr: SocketAddr,
+    /// The server's in-process connection to the router. It publishes at
+    /// QoS 0 (nothing is lost in memory; agents still get QoS 1, the QoS they
+    /// subscribed with), also to topics nobody has subscribed to yet.
+    pub link: (LinkTx, LinkRx),
 }
 
 impl EmbeddedBroker {
@@ -69,10 +79,14 @@ pub fn start(listen: SocketAddr, max_connections: usize) -> anyhow::Result<Embed
         v4: Some(HashMap::from([("v4-1".to_string(), server)])),
         ..Default::default()
     };
+    let mut broker = rumqttd::Broker::new(config);
+    // The router runs from `new` on; the link must exist before `start` takes the broker.
+    let link = broker
+        .link("cutover-server")
+        .map_err(|e| anyhow::anyhow!("the embedded broker refused the server's link: {e}"))?;
     std::thread::Builder::new()
         .name("mqtt-broker".into())
         .spawn(move || {
-            let mut broker = rumqttd::Broker::new(config);
             if let Err(e) = broker.start() {
                 tracing::error!(error = %e, "embedded broker stopped");
             }
@@ -84,7 +98,7 @@ pub fn start(listen: SocketAddr, max_connections: usize) -> anyhow::Result<Embed
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(EmbeddedBroker { addr })
+    Ok(EmbeddedBroker { addr, link })
 }
 
 /// The embedded broker's TLS listener: where, and the server certificate
@@ -181,4 +195,66 @@ async fn relay(
     };
     let _ = plain.set_nodelay(true);
     let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cutover_agent::device::mqtt::MqttSettings;
+    use rumqttc::{Event, Packet, QoS};
+
+    /// What the server relies on: its link may publish where nobody has
+    /// subscribed yet (a command for a device still offline) and goes on
+    /// carrying messages both ways, QoS 1 to the subscriber that asked for it.
+    #[tokio::test]
+    async fn the_link_publishes_to_unsubscribed_topics_and_keeps_working() {
+        let broker =
+            tokio::task::spawn_blocking(|| start("127.0.0.1:0".parse().unwrap(), 16).unwrap())
+                .await
+                .unwrap();
+        let url = broker.url();
+        let (mut tx, mut rx) = broker.link;
+        tx.subscribe("t/+/up").unwrap();
+        tx.publish("t/offline/down", "lost on nobody").unwrap();
+
+        let (client, mut events) = MqttSettings::new(&url, "device").client(16).unwrap();
+        client
+            .subscribe("t/dev/down", QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        let within = Duration::from_secs(10);
+        let p = tokio::time::timeout(within, async {
+            loop {
+                match events.poll().await.unwrap() {
+                    Event::Incoming(Packet::Publish(p)) => return p,
+                    Event::Incoming(Packet::SubAck(_)) => {
+                        tx.publish("t/dev/down", "for the device").unwrap();
+                    }
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .expect("the device hears from the server's link");
+        assert_eq!(&p.payload[..], b"for the device");
+        assert_eq!(p.qos, QoS::AtLeastOnce);
+
+        client
+            .publish("t/dev/up", QoS::AtLeastOnce, false, "from the device")
+            .await
+            .unwrap();
+        let driver = tokio::spawn(async move { while events.poll().await.is_ok() {} });
+        let heard = tokio::time::timeout(within, async {
+            loop {
+                if let Ok(Some(rumqttd::Notification::Forward(f))) = rx.next().await {
+                    return f.publish;
+                }
+            }
+        })
+        .await
+        .expect("the server's link hears from the device");
+        assert_eq!(&heard.topic[..], b"t/dev/up");
+        assert_eq!(&heard.payload[..], b"from the device");
+        driver.abort();
+    }
 }

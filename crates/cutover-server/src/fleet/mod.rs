@@ -114,8 +114,8 @@ pub(crate) struct Shared {
     pub progress: broadcast::Sender<ProgressEvent>,
     pub inbound: mpsc::Sender<Inbound>,
     pub inventory: mpsc::UnboundedSender<inventory::Job>,
-    /// Publishing connections; a target's messages go out on `publishers[hash % len]`.
-    pub publishers: Vec<AsyncClient>,
+    /// Where commands and acknowledgements leave for the broker.
+    pub outbound: Outbound,
     /// Targets that poll over HTTP, and what waits for them.
     pub http_targets: Mutex<HashSet<String>>,
     pub http_outbox: Mutex<HashMap<String, Vec<ServerMessage>>>,
@@ -138,24 +138,32 @@ impl Shared {
                 .push(msg);
             return;
         }
-        if !self.publishers.is_empty() {
-            let client = &self.publishers[publisher_of(target, self.publishers.len())];
-            let payload = serde_json::to_vec(&msg).expect("server messages serialize");
-            if client
-                .try_publish(
-                    topic(target, Channel::Commands),
-                    QoS::AtLeastOnce,
-                    false,
-                    payload,
-                )
-                .is_err()
-            {
-                // The request queue is full: the re-send timer sends it again.
-                tracing::debug!(target, "mqtt request queue full");
-            }
+        let payload = serde_json::to_vec(&msg).expect("server messages serialize");
+        let topic = topic(target, Channel::Commands);
+        let queued = match &self.outbound {
+            Outbound::Clients(clients) => clients[publisher_of(target, clients.len())]
+                .try_publish(topic, QoS::AtLeastOnce, false, payload)
+                .is_ok(),
+            Outbound::Link(link) => link.try_send((topic, payload)).is_ok(),
+        };
+        if !queued {
+            // The queue is full: the re-send timer sends it again.
+            tracing::debug!(target, "mqtt outgoing queue full");
         }
     }
 }
+
+/// How the server's messages reach the broker.
+pub(crate) enum Outbound {
+    /// MQTT connections to an external broker; a target's messages always go
+    /// out on `clients[hash % len]`, so they keep their order.
+    Clients(Vec<AsyncClient>),
+    /// The embedded broker's in-process link, fed by [`link_publisher`].
+    Link(std::sync::mpsc::SyncSender<(String, Vec<u8>)>),
+}
+
+/// Messages queued for the broker at most, as with the external broker's clients.
+const OUTGOING_CAPACITY: usize = 500_000;
 
 /// Which publishing connection carries a target's messages (FNV-1a of its id).
 fn publisher_of(target: &str, n: usize) -> usize {
@@ -183,8 +191,8 @@ impl FleetPlane {
         store: Store,
         shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<FleetPlane> {
-        let (broker_url, tls_broker_url) = match &settings.mqtt_url {
-            Some(url) => (url.clone(), None),
+        let (broker_url, tls_broker_url, link) = match &settings.mqtt_url {
+            Some(url) => (url.clone(), None, None),
             None => {
                 let listen = settings.broker_listen;
                 let b =
@@ -198,7 +206,7 @@ impl FleetPlane {
                     }
                     None => None,
                 };
-                (b.url(), tls)
+                (b.url(), tls, Some(b.link))
             }
         };
         let blobs = artifacts::BlobStore::open(&settings.artifact_dir)?;
@@ -207,63 +215,69 @@ impl FleetPlane {
         let (progress, _) = broadcast::channel(4096);
         let (inventory_tx, inventory_rx) = mpsc::unbounded_channel();
 
-        let client_id = |role: &str| {
-            format!(
-                "cutover-server-{}-{role}-{}",
-                settings.owner,
-                &uuid::Uuid::new_v4().simple().to_string()[..8]
-            )
-        };
-        let options = |id: String| {
-            let mut ms = MqttSettings::new(&broker_url, &id);
-            ms.username = settings.mqtt_username.clone();
-            ms.password = settings.mqtt_password.clone();
-            ms.ca_pem = settings.mqtt_ca_pem.clone();
-            ms.client_cert_pem = settings.mqtt_client_cert_pem.clone();
-            ms.client_key_pem = settings.mqtt_client_key_pem.clone();
-            ms.inflight = 1000;
-            ms.client(500_000).map_err(anyhow::Error::msg)
-        };
-        // Reports arrive on one connection; commands and acknowledgements
-        // leave on others, so a full outgoing window never stalls reading.
-        // The embedded rumqttd (0.20) stopped answering every client when the
-        // server published on several connections at 10,000 devices (measured
-        // with `cutover bench fleet`), so with it the server keeps one
-        // connection for both directions.
-        let (client, eventloop) = options(client_id("sub"))?;
-        let mut publishers = Vec::new();
-        if settings.mqtt_url.is_some() {
-            for i in 0..settings.mqtt_connections {
-                let (p, el) = options(client_id(&format!("pub{i}")))?;
-                tokio::spawn(publish_loop(p.clone(), el, shutdown.clone()));
-                publishers.push(p);
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let (error_tx, error_rx) = watch::channel(None);
+        let outbound = match link {
+            Some((tx, rx)) => {
+                let (out_tx, out_rx) = std::sync::mpsc::sync_channel(OUTGOING_CAPACITY);
+                std::thread::Builder::new()
+                    .name("mqtt-link-publisher".into())
+                    .spawn(move || link_publisher(tx, out_rx))?;
+                tokio::spawn(link_loop(rx, inbound_tx.clone(), ready_tx));
+                Outbound::Link(out_tx)
             }
-        }
-        if publishers.is_empty() {
-            publishers.push(client.clone());
-        }
-
+            None => {
+                let client_id = |role: &str| {
+                    format!(
+                        "cutover-server-{}-{role}-{}",
+                        settings.owner,
+                        &uuid::Uuid::new_v4().simple().to_string()[..8]
+                    )
+                };
+                let options = |id: String| {
+                    let mut ms = MqttSettings::new(&broker_url, &id);
+                    ms.username = settings.mqtt_username.clone();
+                    ms.password = settings.mqtt_password.clone();
+                    ms.ca_pem = settings.mqtt_ca_pem.clone();
+                    ms.client_cert_pem = settings.mqtt_client_cert_pem.clone();
+                    ms.client_key_pem = settings.mqtt_client_key_pem.clone();
+                    ms.inflight = 1000;
+                    ms.client(OUTGOING_CAPACITY).map_err(anyhow::Error::msg)
+                };
+                // Reports arrive on one connection; commands and acknowledgements
+                // leave on others, so a full outgoing window never stalls reading.
+                let (client, eventloop) = options(client_id("sub"))?;
+                let mut publishers = Vec::new();
+                for i in 0..settings.mqtt_connections {
+                    let (p, el) = options(client_id(&format!("pub{i}")))?;
+                    tokio::spawn(publish_loop(p.clone(), el, shutdown.clone()));
+                    publishers.push(p);
+                }
+                if publishers.is_empty() {
+                    publishers.push(client.clone());
+                }
+                tokio::spawn(mqtt_loop(
+                    client,
+                    eventloop,
+                    inbound_tx.clone(),
+                    shutdown.clone(),
+                    ready_tx,
+                    error_tx,
+                ));
+                Outbound::Clients(publishers)
+            }
+        };
         let shared = Arc::new(Shared {
             store,
             settings: settings.clone(),
             blobs,
             progress,
-            inbound: inbound_tx.clone(),
+            inbound: inbound_tx,
             inventory: inventory_tx,
-            publishers,
+            outbound,
             http_targets: Mutex::new(HashSet::new()),
             http_outbox: Mutex::new(HashMap::new()),
         });
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let (error_tx, error_rx) = watch::channel(None);
-        tokio::spawn(mqtt_loop(
-            client,
-            eventloop,
-            inbound_tx,
-            shutdown.clone(),
-            ready_tx,
-            error_tx,
-        ));
         tokio::time::timeout(Duration::from_secs(10), ready_rx)
             .await
             .map_err(|_| {
@@ -396,7 +410,7 @@ async fn mqtt_loop(
             ev = eventloop.poll() => match ev {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     backoff = Duration::from_millis(100);
-                    for ch in [Channel::Status, Channel::Hello, Channel::Heartbeat] {
+                    for ch in SUBSCRIBED {
                         let _ = client.try_subscribe(topic_filter_all(ch), QoS::AtLeastOnce);
                     }
                 }
@@ -406,14 +420,10 @@ async fn mqtt_loop(
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let Some((target, _)) = parse_topic(&p.topic) else { continue };
-                    match serde_json::from_slice::<AgentMessage>(&p.payload) {
-                        Ok(message) => {
-                            if inbound.send(Inbound { topic_target: target.to_string(), message }).await.is_err() {
-                                return;
-                            }
-                        }
-                        Err(e) => tracing::debug!(target, error = %e, "unreadable agent message"),
+                    if let Some(m) = decode(&p.topic, &p.payload)
+                        && inbound.send(m).await.is_err()
+                    {
+                        return;
                     }
                 }
                 Ok(_) => {}
@@ -424,6 +434,99 @@ async fn mqtt_loop(
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
+        }
+    }
+}
+
+/// An agent message from its topic and payload; none for foreign topics and
+/// unreadable payloads.
+fn decode(topic: &str, payload: &[u8]) -> Option<Inbound> {
+    let (target, _) = parse_topic(topic)?;
+    match serde_json::from_slice::<AgentMessage>(payload) {
+        Ok(message) => Some(Inbound {
+            topic_target: target.to_string(),
+            message,
+        }),
+        Err(e) => {
+            tracing::debug!(target, error = %e, "unreadable agent message");
+            None
+        }
+    }
+}
+
+/// The agents' channels the server subscribes to.
+const SUBSCRIBED: [Channel; 3] = [Channel::Status, Channel::Hello, Channel::Heartbeat];
+
+/// Publishes what the server sends through the embedded broker's link. Its
+/// own thread, because the link hands each batch to the router with a
+/// blocking send; a batch is whatever queued up meanwhile, one router wake-up
+/// for all of it.
+fn link_publisher(
+    mut tx: rumqttd::local::LinkTx,
+    queue: std::sync::mpsc::Receiver<(String, Vec<u8>)>,
+) {
+    for ch in SUBSCRIBED {
+        if let Err(e) = tx.subscribe(topic_filter_all(ch)) {
+            return tracing::error!(error = %e, "cannot subscribe on the embedded broker");
+        }
+    }
+    while let Ok(first) = queue.recv() {
+        let mut last = first;
+        {
+            let mut buffer = tx.buffer();
+            while let Ok(next) = queue.try_recv() {
+                let (topic, payload) = std::mem::replace(&mut last, next);
+                buffer.push_back(rumqttd::protocol::Packet::Publish(
+                    rumqttd::protocol::Publish::new(
+                        bytes::Bytes::from(topic),
+                        payload.into(),
+                        false,
+                    ),
+                    None,
+                ));
+                if buffer.len() >= 10_000 {
+                    break;
+                }
+            }
+        }
+        // Queues the last message and wakes the router for the whole batch.
+        let (topic, payload) = last;
+        if let Err(e) = tx.publish(topic, payload) {
+            return tracing::error!(error = %e, "the embedded broker's router stopped");
+        }
+    }
+}
+
+/// Reads what the embedded broker forwards to the server's link.
+async fn link_loop(
+    mut rx: rumqttd::local::LinkRx,
+    inbound: mpsc::Sender<Inbound>,
+    ready: tokio::sync::oneshot::Sender<()>,
+) {
+    let mut ready = Some(ready);
+    loop {
+        match rx.next().await {
+            Ok(Some(rumqttd::Notification::Forward(f))) => {
+                let topic = std::str::from_utf8(&f.publish.topic).unwrap_or_default();
+                if let Some(m) = decode(topic, &f.publish.payload)
+                    && inbound.send(m).await.is_err()
+                {
+                    return;
+                }
+            }
+            // The router paused the link because its buffer filled: read on.
+            Ok(Some(rumqttd::Notification::Unschedule)) => {
+                if rx.wake().await.is_err() {
+                    return;
+                }
+            }
+            Ok(Some(rumqttd::Notification::DeviceAck(_))) => {
+                if let Some(r) = ready.take() {
+                    let _ = r.send(());
+                }
+            }
+            Ok(_) => {}
+            Err(e) => return tracing::error!(error = %e, "the embedded broker's link closed"),
         }
     }
 }
