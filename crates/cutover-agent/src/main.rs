@@ -9,7 +9,7 @@
 
 use anyhow::Context;
 use cutover_agent::device::agent::{Agent, Device, Identity};
-use cutover_agent::device::mqtt::{MqttSettings, run_connection};
+use cutover_agent::device::mqtt::{Listen, MqttSettings, run_connection};
 use cutover_agent::device::slot_device::{SlotDevice, settle_orphan_boot};
 use cutover_agent::device::{AgentConfig, mac, poll};
 use cutover_agent::host::HostDevice;
@@ -188,6 +188,7 @@ async fn serve<D: Device>(cfg: AgentConfig, device: D) -> anyhow::Result<()> {
         run_connection(
             settings,
             agents,
+            Listen::Own,
             rx,
             Duration::from_secs(cfg.heartbeat_s),
             stop_rx,

@@ -1,6 +1,7 @@
 //! The MQTT transport: one connection carries one agent, or many (the fleet
 //! simulator, like a gateway). Subscribes to each target's commands topic (or,
-//! for many agents, to all of them at once) on every connect (the session is
+//! for many agents, to all of them at once; or, for a simulated fleet on
+//! several connections, on one of them only) on every connect (the session is
 //! not assumed kept), sends each agent's
 //! inventory, publishes outgoing messages with QoS 1, and drives re-sends
 //! and heartbeats.
@@ -23,6 +24,18 @@ use tokio::sync::{mpsc, watch};
 /// resubscriptions that followed kept it there. The price is that each such connection
 /// receives every target's commands.
 pub const GATEWAY_AGENTS: usize = 64;
+
+/// Which commands a connection reads.
+pub enum Listen<D: Device> {
+    /// Its own agents': one filter each, or the wildcard above [`GATEWAY_AGENTS`].
+    Own,
+    /// Every target's, through the wildcard, handed to these agents: one
+    /// connection reads for a whole simulated fleet, so each command crosses
+    /// the broker once rather than once per connection.
+    Fleet(Arc<HashMap<String, Arc<Agent<D>>>>),
+    /// None: the connection only publishes (another one reads for its agents).
+    Nothing,
+}
 
 /// Where and how to connect.
 #[derive(Debug, Clone)]
@@ -169,10 +182,11 @@ pub fn tls_client_config(
 }
 
 /// Runs one MQTT connection for `agents` until `shutdown` turns true.
-/// `outgoing` receives what the agents send.
+/// `outgoing` receives what the agents send; `listen` says whose commands it reads.
 pub async fn run_connection<D: Device>(
     settings: MqttSettings,
     agents: Arc<HashMap<String, Arc<Agent<D>>>>,
+    listen: Listen<D>,
     mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
     heartbeat: Duration,
     mut shutdown: watch::Receiver<bool>,
@@ -213,6 +227,21 @@ pub async fn run_connection<D: Device>(
         }
     });
 
+    let filters: Vec<SubscribeFilter> = match &listen {
+        Listen::Nothing => Vec::new(),
+        Listen::Own if agents.len() <= GATEWAY_AGENTS => agents
+            .keys()
+            .map(|id| SubscribeFilter::new(topic(id, Channel::Commands), QoS::AtLeastOnce))
+            .collect(),
+        Listen::Own | Listen::Fleet(_) => vec![SubscribeFilter::new(
+            topic_filter_all(Channel::Commands),
+            QoS::AtLeastOnce,
+        )],
+    };
+    let readers = match listen {
+        Listen::Own | Listen::Nothing => agents.clone(),
+        Listen::Fleet(all) => all,
+    };
     let mut backoff = Duration::from_millis(100);
     let result = loop {
         tokio::select! {
@@ -225,14 +254,7 @@ pub async fn run_connection<D: Device>(
             ev = eventloop.poll() => match ev {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     backoff = Duration::from_millis(100);
-                    let filters: Vec<SubscribeFilter> = if agents.len() > GATEWAY_AGENTS {
-                        vec![SubscribeFilter::new(topic_filter_all(Channel::Commands), QoS::AtLeastOnce)]
-                    } else {
-                        agents
-                            .keys()
-                            .map(|id| SubscribeFilter::new(topic(id, Channel::Commands), QoS::AtLeastOnce))
-                            .collect()
-                    };
+                    let filters = filters.clone();
                     let client = client.clone();
                     let hello_agents = agents.clone();
                     // Subscribing from another task keeps this loop polling.
@@ -249,7 +271,7 @@ pub async fn run_connection<D: Device>(
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     if let Some((target, Channel::Commands)) = parse_topic(&p.topic)
-                        && let Some(agent) = agents.get(target)
+                        && let Some(agent) = readers.get(target)
                     {
                         match serde_json::from_slice::<ServerMessage>(&p.payload) {
                             Ok(msg) => agent.handle(msg),

@@ -11,7 +11,7 @@ use anyhow::Context;
 use clap::Args;
 use cutover_agent::device::agent::{Agent, Device, Failure, Identity, JobRecord, Outgoing};
 use cutover_agent::device::mac;
-use cutover_agent::device::mqtt::{MqttSettings, run_connection};
+use cutover_agent::device::mqtt::{Listen, MqttSettings, run_connection};
 use cutover_agent::device::sim::{SimDevice, SimProfile};
 use cutover_core::protocol::{ArtifactRef, FailedStep, Health, SlotInfo};
 use cutover_server::auth::Role;
@@ -179,6 +179,7 @@ impl DemoFleet {
             tasks.push(tokio::spawn(run_connection(
                 settings,
                 Arc::new(group),
+                Listen::Own,
                 rx,
                 Duration::from_secs(60),
                 stop_rx.clone(),

@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use cutover_agent::device::agent::{Agent, Identity, Outgoing};
 use cutover_agent::device::mac;
-use cutover_agent::device::mqtt::{MqttSettings, run_connection};
+use cutover_agent::device::mqtt::{GATEWAY_AGENTS, Listen, MqttSettings, run_connection};
 use cutover_agent::device::sim::{SimDevice, SimProfile};
 use cutover_core::protocol::{AgentMessage, FailedStep, Stage};
 use cutover_store::NewTarget;
@@ -162,6 +162,7 @@ impl SimFleet {
         let mut agents = Vec::with_capacity(args.devices as usize);
         let mut tasks = Vec::new();
         let per = args.devices.div_ceil(conns);
+        let mut connections = Vec::new();
         for c in 0..conns {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Outgoing>();
             let mut group = HashMap::new();
@@ -225,9 +226,27 @@ impl SimFleet {
             );
             settings.inflight = 1000;
             settings.options().map_err(anyhow::Error::msg)?;
+            connections.push((settings, Arc::new(group), fwd_rx));
+        }
+        // A wildcard subscription on every connection would bring each of
+        // them every command: one connection reads for the whole fleet.
+        let one_reader = connections.len() > 1 && agents.len() > GATEWAY_AGENTS;
+        let fleet: Arc<HashMap<String, Arc<Agent<SimDevice>>>> = Arc::new(
+            agents
+                .iter()
+                .map(|a| (a.target().to_string(), a.clone()))
+                .collect(),
+        );
+        for (c, (settings, group, fwd_rx)) in connections.into_iter().enumerate() {
+            let listen = match (one_reader, c) {
+                (false, _) => Listen::Own,
+                (true, 0) => Listen::Fleet(fleet.clone()),
+                (true, _) => Listen::Nothing,
+            };
             tasks.push(tokio::spawn(run_connection(
                 settings,
-                Arc::new(group),
+                group,
+                listen,
                 fwd_rx,
                 Duration::from_secs(60),
                 stop_rx.clone(),
