@@ -724,6 +724,28 @@ fn interpolation_with_and_without_defaults() {
 }
 
 #[test]
+fn a_variable_holding_null_text_is_that_text_and_an_empty_one_is_nothing() {
+    let lookup = |name: &str| match name {
+        "TILDE" => Some("~".to_string()),
+        "WORD" => Some("null".to_string()),
+        _ => None,
+    };
+    let vars = Vars::new(&lookup);
+    let text = "global:\n  organization: ${TILDE}\n";
+    let (c, _) =
+        DeploymentConfig::from_yaml_with(text, "f.yaml", &vars).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.global.organization.as_deref(), Some("~"));
+    let text = "global:\n  organization: ${WORD}\n";
+    let (c, _) =
+        DeploymentConfig::from_yaml_with(text, "f.yaml", &vars).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.global.organization.as_deref(), Some("null"));
+    let text = "global:\n  organization: ${UNSET:-}\n";
+    let (c, _) =
+        DeploymentConfig::from_yaml_with(text, "f.yaml", &vars).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.global.organization, None);
+}
+
+#[test]
 fn cutover_overrides_replace_file_values() {
     let none = |_: &str| None;
     let overrides = vec![

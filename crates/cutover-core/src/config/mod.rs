@@ -21,7 +21,9 @@
 //! **Variables.** In any value, `${VAR}` is replaced by the variable's value
 //! and `${VAR:-default}` by its value or, when it is unset or empty, the
 //! default; `$$` is a literal `$`. A `${VAR}` with no value and no default is
-//! an error at its line. The lookup is the closure in [`Vars`].
+//! an error at its line. A value that comes out empty is unset; one that
+//! comes out `~` or `null` is that text, never "unset". The lookup is the
+//! closure in [`Vars`].
 //!
 //! **Overrides** (deployment config only). A `CUTOVER_…` pair in
 //! [`Vars::with_overrides`] replaces the value at a key path:

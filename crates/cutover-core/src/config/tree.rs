@@ -361,7 +361,7 @@ pub(crate) fn interpolate(
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(), ConfigError> {
     match &mut node.value {
-        Value::Scalar { text, .. } => {
+        Value::Scalar { text, plain } => {
             if text.contains('$') {
                 *text = substitute(text, lookup).map_err(|problem| match problem {
                     Problem::Missing(variable) => ConfigError::MissingVariable {
@@ -375,6 +375,11 @@ pub(crate) fn interpolate(
                         message,
                     },
                 })?;
+                // A variable that holds `~` or `null` means that text, not
+                // "no value": only an empty result leaves the key unset.
+                if !text.is_empty() && is_null_text(text) {
+                    *plain = false;
+                }
             }
         }
         Value::Seq(items) => {
