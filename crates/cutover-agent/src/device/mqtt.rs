@@ -31,7 +31,13 @@ pub enum Listen<D: Device> {
     Own,
     /// Every target's, through the wildcard, handed to these agents: one
     /// connection reads for a whole simulated fleet, so each command crosses
-    /// the broker once rather than once per connection.
+    /// the broker once rather than once per connection. It subscribes at
+    /// QoS 0: rumqttd keeps at most 100 QoS 1 messages unacknowledged per
+    /// connection (a fixed window, meant for one device), so at QoS 1 a
+    /// command for one device waited behind round trips for the others.
+    /// Nothing depends on the broker's acknowledgement here: agents
+    /// acknowledge commands themselves and the server sends again what they
+    /// do not.
     Fleet(Arc<HashMap<String, Arc<Agent<D>>>>),
     /// None: the connection only publishes (another one reads for its agents).
     Nothing,
@@ -233,9 +239,13 @@ pub async fn run_connection<D: Device>(
             .keys()
             .map(|id| SubscribeFilter::new(topic(id, Channel::Commands), QoS::AtLeastOnce))
             .collect(),
-        Listen::Own | Listen::Fleet(_) => vec![SubscribeFilter::new(
+        Listen::Own => vec![SubscribeFilter::new(
             topic_filter_all(Channel::Commands),
             QoS::AtLeastOnce,
+        )],
+        Listen::Fleet(_) => vec![SubscribeFilter::new(
+            topic_filter_all(Channel::Commands),
+            QoS::AtMostOnce,
         )],
     };
     let readers = match listen {
