@@ -1,6 +1,7 @@
 //! Device-level stories against the real fleet plane: resumed downloads, an
 //! agent killed mid-write, a server restarted mid-rollout, a status forged
-//! for another target, and a command forged for a device.
+//! for another target, a command forged for a device, and a simulated fleet
+//! whose connections share one reader.
 
 mod fleet_common;
 
@@ -328,4 +329,96 @@ async fn a_forged_command_is_refused_by_the_agent_and_audited_mosquitto() {
     if let Some(url) = fleet_common::external_broker() {
         forged_command_is_refused(Broker::External(url)).await;
     }
+}
+
+/// A simulated fleet on several connections reads its commands on one of
+/// them; the others only publish. Their devices' hellos must wait until that
+/// reader has subscribed, or the server's acknowledgements reach nobody and
+/// every hello is sent again three seconds later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publishing_connection_says_hello_only_once_the_fleets_reader_has_subscribed() {
+    use cutover_agent::device::agent::{Agent, Identity};
+    use cutover_agent::device::mqtt::{Listen, MqttSettings, run_connection};
+    use cutover_agent::device::sim::{SimDevice, SimProfile};
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    let fleet = Fleet::start(Broker::Embedded).await;
+    let profile = Arc::new(SimProfile::default());
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let mut groups = Vec::new();
+    let mut all = HashMap::new();
+    for c in 0..2 {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut group = HashMap::new();
+        for i in 0..100 {
+            let id = format!("gw{c}-{i}");
+            let credential = format!("{CREDENTIAL_PREFIX}{id}");
+            let target = cutover_store::NewTarget {
+                id: id.clone(),
+                name: id.clone(),
+                environment: "staging".into(),
+                kind: "device".into(),
+                hardware_model: Some("sim-board".into()),
+                current_version: Some("1.0.0".into()),
+                ..Default::default()
+            };
+            cutover_server::fleet::enroll_target(&fleet.store, &target, &credential)
+                .await
+                .unwrap();
+            let identity = Identity {
+                target: id.clone(),
+                key: mac::target_key(&credential),
+                kind: "device".into(),
+                environment: "staging".into(),
+                hardware_model: "sim-board".into(),
+            };
+            let device = Arc::new(SimDevice::new(&id, "1.0.0", profile.clone()));
+            let agent = Agent::new(identity, device, tx.clone(), Duration::from_secs(3));
+            all.insert(id.clone(), agent.clone());
+            group.insert(id, agent);
+        }
+        groups.push((Arc::new(group), rx));
+    }
+    let all = Arc::new(all);
+    let (subscribed, reader_subscribed) = tokio::sync::watch::channel(false);
+    let (reader_group, reader_rx) = groups.remove(0);
+    let (writer_group, writer_rx) = groups.remove(0);
+    let settings = |name: &str| MqttSettings::new(fleet.plane.broker_url(), name);
+    tokio::spawn(run_connection(
+        settings("gw-writer"),
+        writer_group.clone(),
+        Listen::Nothing { reader_subscribed },
+        writer_rx,
+        Duration::ZERO,
+        stop_rx.clone(),
+    ));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        writer_group.values().all(|a| a.unacked() == 0),
+        "no hello leaves before the reader has subscribed"
+    );
+    tokio::spawn(run_connection(
+        settings("gw-reader"),
+        reader_group,
+        Listen::Fleet {
+            agents: all.clone(),
+            subscribed,
+        },
+        reader_rx,
+        Duration::ZERO,
+        stop_rx,
+    ));
+    let heard = || {
+        all.values()
+            .all(|a| a.unacked() == 0 && a.stats().received > 0)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !heard() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(heard(), "every hello of both connections was acknowledged");
+    let resent: u64 = all.values().map(|a| a.stats().resent).sum();
+    assert_eq!(resent, 0, "no hello had to be sent again");
+    let _ = stop.send(true);
 }

@@ -38,9 +38,17 @@ pub enum Listen<D: Device> {
     /// Nothing depends on the broker's acknowledgement here: agents
     /// acknowledge commands themselves and the server sends again what they
     /// do not.
-    Fleet(Arc<HashMap<String, Arc<Agent<D>>>>),
-    /// None: the connection only publishes (another one reads for its agents).
-    Nothing,
+    Fleet {
+        agents: Arc<HashMap<String, Arc<Agent<D>>>>,
+        /// Set once the broker has confirmed the subscription.
+        subscribed: watch::Sender<bool>,
+    },
+    /// None: the connection only publishes (another one reads for its
+    /// agents). Its agents say hello once `reader_subscribed` is set: an
+    /// acknowledgement published before the reader subscribed reaches nobody.
+    Nothing {
+        reader_subscribed: watch::Receiver<bool>,
+    },
 }
 
 /// Where and how to connect.
@@ -234,7 +242,7 @@ pub async fn run_connection<D: Device>(
     });
 
     let filters: Vec<SubscribeFilter> = match &listen {
-        Listen::Nothing => Vec::new(),
+        Listen::Nothing { .. } => Vec::new(),
         Listen::Own if agents.len() <= GATEWAY_AGENTS => agents
             .keys()
             .map(|id| SubscribeFilter::new(topic(id, Channel::Commands), QoS::AtLeastOnce))
@@ -243,14 +251,18 @@ pub async fn run_connection<D: Device>(
             topic_filter_all(Channel::Commands),
             QoS::AtLeastOnce,
         )],
-        Listen::Fleet(_) => vec![SubscribeFilter::new(
+        Listen::Fleet { .. } => vec![SubscribeFilter::new(
             topic_filter_all(Channel::Commands),
             QoS::AtMostOnce,
         )],
     };
-    let readers = match listen {
-        Listen::Own | Listen::Nothing => agents.clone(),
-        Listen::Fleet(all) => all,
+    let (readers, subscribed, reader_subscribed) = match listen {
+        Listen::Own => (agents.clone(), None, None),
+        Listen::Fleet {
+            agents: all,
+            subscribed,
+        } => (all, Some(subscribed), None),
+        Listen::Nothing { reader_subscribed } => (agents.clone(), None, Some(reader_subscribed)),
     };
     let mut backoff = Duration::from_millis(100);
     let result = loop {
@@ -267,6 +279,7 @@ pub async fn run_connection<D: Device>(
                     let filters = filters.clone();
                     let client = client.clone();
                     let hello_agents = agents.clone();
+                    let mut reader_subscribed = reader_subscribed.clone();
                     // Subscribing from another task keeps this loop polling.
                     tokio::spawn(async move {
                         for chunk in filters.chunks(200) {
@@ -274,10 +287,20 @@ pub async fn run_connection<D: Device>(
                                 return;
                             }
                         }
+                        if let Some(ready) = reader_subscribed.as_mut()
+                            && ready.wait_for(|s| *s).await.is_err()
+                        {
+                            return;
+                        }
                         for a in hello_agents.values() {
                             a.hello();
                         }
                     });
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    if let Some(s) = &subscribed {
+                        s.send_replace(true);
+                    }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     if let Some((target, Channel::Commands)) = parse_topic(&p.topic)

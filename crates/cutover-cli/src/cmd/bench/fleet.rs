@@ -138,7 +138,7 @@ pub async fn run(args: FleetBenchArgs, global: &GlobalArgs) -> anyhow::Result<u8
     let ids: Vec<String> = targets(&sim_args).into_iter().map(|t| t.id).collect();
     let fleet = SimFleet::start(&sim_args)?;
     let art = artifact(&plane, &store, "2.0.0").await?;
-    settle(&fleet, Duration::from_secs(120)).await;
+    settle(&fleet, Duration::from_secs(120)).await?;
 
     // The rolling rollout in 10 waves.
     let mut spec = RolloutSpec::new(Strategy::Rolling {
@@ -184,7 +184,7 @@ pub async fn run(args: FleetBenchArgs, global: &GlobalArgs) -> anyhow::Result<u8
     .await?;
     let abort_ids: Vec<String> = targets(&abort_args).into_iter().map(|t| t.id).collect();
     let abort_fleet = SimFleet::start(&abort_args)?;
-    settle(&abort_fleet, Duration::from_secs(60)).await;
+    settle(&abort_fleet, Duration::from_secs(60)).await?;
     for r in 0..args.abort_runs {
         let art = artifact(&plane, &store, &format!("3.0.{r}")).await?;
         let mut spec = RolloutSpec::new(Strategy::Immediate);
@@ -308,10 +308,25 @@ async fn execute(
 }
 
 /// Waits until every simulated device has its hello acknowledged, so the
-/// timed rollout does not share the broker with the fleet connecting.
-async fn settle(fleet: &SimFleet, within: Duration) {
+/// timed rollout does not share the broker with the fleet connecting. A
+/// device that has heard nothing yet may not have said hello at all.
+async fn settle(fleet: &SimFleet, within: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + within;
-    while Instant::now() < deadline && fleet.agents.iter().any(|a| a.unacked() > 0) {
+    loop {
+        let waiting = fleet
+            .agents
+            .iter()
+            .filter(|a| a.unacked() > 0 || a.stats().received == 0)
+            .count();
+        if waiting == 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "{waiting} of {} simulated devices still wait for their hello to be acknowledged after {within:?}",
+                fleet.agents.len()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -237,11 +237,17 @@ impl SimFleet {
                 .map(|a| (a.target().to_string(), a.clone()))
                 .collect(),
         );
+        let (subscribed, reader_subscribed) = tokio::sync::watch::channel(false);
         for (c, (settings, group, fwd_rx)) in connections.into_iter().enumerate() {
             let listen = match (one_reader, c) {
                 (false, _) => Listen::Own,
-                (true, 0) => Listen::Fleet(fleet.clone()),
-                (true, _) => Listen::Nothing,
+                (true, 0) => Listen::Fleet {
+                    agents: fleet.clone(),
+                    subscribed: subscribed.clone(),
+                },
+                (true, _) => Listen::Nothing {
+                    reader_subscribed: reader_subscribed.clone(),
+                },
             };
             tasks.push(tokio::spawn(run_connection(
                 settings,
