@@ -353,25 +353,13 @@ async fn a_publishing_connection_says_hello_only_once_the_fleets_reader_has_subs
         let mut group = HashMap::new();
         for i in 0..100 {
             let id = format!("gw{c}-{i}");
-            let credential = format!("{CREDENTIAL_PREFIX}{id}");
-            let target = cutover_store::NewTarget {
-                id: id.clone(),
-                name: id.clone(),
-                environment: "staging".into(),
-                kind: "device".into(),
-                hardware_model: Some("sim-board".into()),
-                current_version: Some("1.0.0".into()),
-                ..Default::default()
-            };
-            cutover_server::fleet::enroll_target(&fleet.store, &target, &credential)
-                .await
-                .unwrap();
+            let credential = fleet.enroll(&id).await;
             let identity = Identity {
                 target: id.clone(),
                 key: mac::target_key(&credential),
                 kind: "device".into(),
                 environment: "staging".into(),
-                hardware_model: "sim-board".into(),
+                hardware_model: "board-x".into(),
             };
             let device = Arc::new(SimDevice::new(&id, "1.0.0", profile.clone()));
             let agent = Agent::new(identity, device, tx.clone(), Duration::from_secs(3));

@@ -297,8 +297,14 @@ pub async fn run_connection<D: Device>(
                         }
                     });
                 }
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    if let Some(s) = &subscribed {
+                Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                    let granted = ack
+                        .return_codes
+                        .iter()
+                        .all(|c| matches!(c, rumqttc::SubscribeReasonCode::Success(_)));
+                    if !granted {
+                        tracing::warn!("the broker refused the subscription to commands");
+                    } else if let Some(s) = &subscribed {
                         s.send_replace(true);
                     }
                 }

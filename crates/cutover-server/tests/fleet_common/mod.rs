@@ -230,8 +230,8 @@ impl Fleet {
         self.add_agent_with(id, extra, true).await
     }
 
-    /// Like `add_agent`; without `mqtt` the agent polls over HTTP.
-    pub async fn add_agent_with(&mut self, id: &str, extra: &str, mqtt: bool) -> usize {
+    /// Enrolls a `board-x` device on 1.0.0 in staging; returns its credential.
+    pub async fn enroll(&self, id: &str) -> String {
         let credential = format!("{CREDENTIAL_PREFIX}{id}-0123456789");
         enroll_target(
             &self.store,
@@ -248,6 +248,12 @@ impl Fleet {
         )
         .await
         .expect("enroll");
+        credential
+    }
+
+    /// Like `add_agent`; without `mqtt` the agent polls over HTTP.
+    pub async fn add_agent_with(&mut self, id: &str, extra: &str, mqtt: bool) -> usize {
+        let credential = self.enroll(id).await;
         let slot_dir = self.dir.path().join(format!("dev-{id}"));
         let config = self.dir.path().join(format!("{id}.yaml"));
         let text = format!(
