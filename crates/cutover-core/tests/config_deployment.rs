@@ -731,18 +731,17 @@ fn a_variable_holding_null_text_is_that_text_and_an_empty_one_is_nothing() {
         _ => None,
     };
     let vars = Vars::new(&lookup);
-    let text = "global:\n  organization: ${TILDE}\n";
-    let (c, _) =
-        DeploymentConfig::from_yaml_with(text, "f.yaml", &vars).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(c.global.organization.as_deref(), Some("~"));
-    let text = "global:\n  organization: ${WORD}\n";
-    let (c, _) =
-        DeploymentConfig::from_yaml_with(text, "f.yaml", &vars).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(c.global.organization.as_deref(), Some("null"));
-    let text = "global:\n  organization: ${UNSET:-}\n";
-    let (c, _) =
-        DeploymentConfig::from_yaml_with(text, "f.yaml", &vars).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(c.global.organization, None);
+    let organization = |value: &str| {
+        let text = format!("global:\n  organization: {value}\n");
+        let (c, _) = DeploymentConfig::from_yaml_with(&text, "f.yaml", &vars)
+            .unwrap_or_else(|e| panic!("{e}"));
+        c.global.organization
+    };
+    assert_eq!(organization("${TILDE}").as_deref(), Some("~"));
+    assert_eq!(organization("${WORD}").as_deref(), Some("null"));
+    assert_eq!(organization("${UNSET:-}"), None);
+    // written plainly, `~` is still no value
+    assert_eq!(organization("~"), None);
 }
 
 #[test]

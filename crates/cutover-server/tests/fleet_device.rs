@@ -397,15 +397,14 @@ async fn a_publishing_connection_says_hello_only_once_the_fleets_reader_has_subs
         Duration::ZERO,
         stop_rx,
     ));
-    let heard = || {
-        all.values()
-            .all(|a| a.unacked() == 0 && a.stats().received > 0)
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !heard() && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(heard(), "every hello of both connections was acknowledged");
+    wait_for(
+        "every hello of both connections to be acknowledged",
+        Duration::from_secs(10),
+        || {
+            all.values()
+                .all(|a| a.unacked() == 0 && a.stats().received > 0)
+        },
+    );
     let resent: u64 = all.values().map(|a| a.stats().resent).sum();
     assert_eq!(resent, 0, "no hello had to be sent again");
     let _ = stop.send(true);
