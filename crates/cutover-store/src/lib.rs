@@ -114,9 +114,12 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migratio
 /// 4 KiB pages. SQLite's default, 1,000 pages, meant one such wait per 4 MiB written; on a
 /// rollout to 100,000 devices that was 140 checkpoints, each holding the one writer for tens
 /// to hundreds of milliseconds while the disk caught up, and a page written again and again
-/// (an index's last page) was copied once per checkpoint instead of once. The log file is
-/// truncated back to the same size when it starts over.
+/// (an index's last page) was copied once per checkpoint instead of once.
 pub const SQLITE_CHECKPOINT_PAGES: u32 = 16_384;
+
+/// The log file is truncated back to this size when it starts over: the checkpoint size in
+/// SQLite's default 4 KiB pages.
+pub const SQLITE_LOG_SIZE_LIMIT_BYTES: u64 = SQLITE_CHECKPOINT_PAGES as u64 * 4096;
 
 /// SQLite's limit on bind parameters in one statement.
 pub const SQLITE_MAX_BINDS: usize = 32_766;
@@ -234,7 +237,7 @@ impl Store {
             .pragma("wal_autocheckpoint", SQLITE_CHECKPOINT_PAGES.to_string())
             .pragma(
                 "journal_size_limit",
-                (u64::from(SQLITE_CHECKPOINT_PAGES) * 4096).to_string(),
+                SQLITE_LOG_SIZE_LIMIT_BYTES.to_string(),
             );
         // One writer: SQLite allows one write transaction at a time, so writers queue in the
         // pool instead of spinning on SQLITE_BUSY.
