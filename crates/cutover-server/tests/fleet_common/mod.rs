@@ -406,6 +406,10 @@ impl Fleet {
         loop {
             let e = self.store.get_execution(exec_id).await.expect("execution");
             if ["succeeded", "failed", "rolled_back", "canceled"].contains(&e.status.as_str()) {
+                if e.status != "succeeded" {
+                    // Shown only when the test fails: why it ended this way.
+                    self.explain(exec_id, &e.status).await;
+                }
                 return e.status;
             }
             if Instant::now() > deadline {
@@ -421,6 +425,33 @@ impl Fleet {
                 );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Fleet {
+    /// Prints an execution's failures and every agent's log to the test's
+    /// captured output, which the harness shows when the test fails.
+    async fn explain(&self, exec_id: &str, status: &str) {
+        let events = self
+            .store
+            .list_action_events(exec_id, None)
+            .await
+            .unwrap_or_default();
+        eprintln!("execution {exec_id} ended {status}");
+        for e in events.iter().filter(|e| e.kind != "succeeded") {
+            eprintln!("  {} {} {}", e.target_id, e.kind, e.detail);
+        }
+        for a in &self.agents {
+            eprintln!("--- {}\n{}", a.id, a.log());
+            // A host agent's daemon logs beside its releases.
+            let daemon = a
+                .slot_dir
+                .with_file_name("deployments")
+                .join(".cutover-host/host.log");
+            if let Ok(log) = std::fs::read_to_string(&daemon) {
+                eprintln!("--- {} host daemon\n{log}", a.id);
+            }
         }
     }
 }
