@@ -234,11 +234,20 @@ async fn environments_round_trip(db: &TestDb) -> Result<()> {
 async fn targets_seen_record_kind_and_version(db: &TestDb) -> Result<()> {
     let s = &db.store;
     s.upsert_environment(&env("production", 3)).await?;
-    for id in ["web-1", "dev-1", "dev-2"] {
+    for id in ["web-1", "dev-1", "dev-2", "dev-3"] {
         let mut t = target(id, "production");
         t.current_version = Some("0.9.0".into());
         s.upsert_target(&t).await?;
     }
+    s.record_targets_seen(
+        &[(
+            "dev-3".to_string(),
+            "0.9.0".to_string(),
+            Some(json!({"kind": "device", "slots": 2})),
+        )],
+        t0(),
+    )
+    .await?;
     let seen = vec![
         // A host with nothing installed yet says "" and calls itself a host.
         (
@@ -259,8 +268,11 @@ async fn targets_seen_record_kind_and_version(db: &TestDb) -> Result<()> {
         ("unknown".to_string(), "1.0.0".to_string(), None),
         // Seen twice in one batch: the later report wins, a missing inventory keeps the earlier.
         ("dev-2".to_string(), "1.2.0".to_string(), None),
+        // Only a version (a finished action): the inventory stays as it was.
+        ("dev-3".to_string(), "1.0.0".to_string(), None),
     ];
-    s.record_targets_seen(&seen, t0()).await?;
+    let later = t0() + TimeDelta::seconds(5);
+    s.record_targets_seen(&seen, later).await?;
     let web = s.get_target("web-1").await?;
     ensure!(
         web.kind == "host" && web.current_version.is_none(),
@@ -268,13 +280,21 @@ async fn targets_seen_record_kind_and_version(db: &TestDb) -> Result<()> {
     );
     let dev1 = s.get_target("dev-1").await?;
     ensure!(dev1.kind == "device" && dev1.current_version.as_deref() == Some("1.0.0"));
-    ensure!(dev1.inventory == json!({"kind": "toaster"}) && dev1.last_seen_at == Some(t0()));
+    ensure!(dev1.inventory == json!({"kind": "toaster"}) && dev1.last_seen_at == Some(later));
     let dev2 = s.get_target("dev-2").await?;
     ensure!(
         dev2.kind == "device"
             && dev2.current_version.as_deref() == Some("1.2.0")
             && dev2.inventory == json!({"slots": 2}),
         "{dev2:?}"
+    );
+    let dev3 = s.get_target("dev-3").await?;
+    ensure!(
+        dev3.kind == "device"
+            && dev3.current_version.as_deref() == Some("1.0.0")
+            && dev3.inventory == json!({"kind": "device", "slots": 2})
+            && dev3.last_seen_at == Some(later),
+        "{dev3:?}"
     );
     Ok(())
 }
