@@ -413,32 +413,23 @@ impl Fleet {
                 return e.status;
             }
             if Instant::now() > deadline {
-                let logs: Vec<String> = self
-                    .agents
-                    .iter()
-                    .map(|a| format!("--- {}\n{}", a.id, a.log()))
-                    .collect();
-                panic!(
-                    "execution {exec_id} still {} after {within:?}\n{}",
-                    e.status,
-                    logs.join("\n")
-                );
+                self.explain(exec_id, &e.status).await;
+                panic!("execution {exec_id} still {} after {within:?}", e.status);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-}
 
-impl Fleet {
-    /// Prints an execution's failures and every agent's log to the test's
-    /// captured output, which the harness shows when the test fails.
+    /// Prints an execution's events other than successes, every agent's log
+    /// and each host daemon's log to the test's captured output, which the
+    /// harness shows when the test fails.
     async fn explain(&self, exec_id: &str, status: &str) {
         let events = self
             .store
             .list_action_events(exec_id, None)
             .await
             .unwrap_or_default();
-        eprintln!("execution {exec_id} ended {status}");
+        eprintln!("execution {exec_id} is {status}");
         for e in events.iter().filter(|e| e.kind != "succeeded") {
             eprintln!("  {} {} {}", e.target_id, e.kind, e.detail);
         }
