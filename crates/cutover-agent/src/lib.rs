@@ -4,5 +4,6 @@
 
 pub mod device;
 pub mod host;
+pub mod ports;
 pub mod process;
 pub mod release;

@@ -82,10 +82,9 @@ struct Driver {
 impl Driver {
     async fn start(program: &PathBuf) -> Driver {
         // chromedriver takes a port number, not a listener: take a free one and release it.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        // chromedriver binds it after it starts: a port outside the kernel's
+        // ephemeral range stays free until then.
+        let port = cutover_agent::ports::fixed_port().expect("a free port");
         let child = tokio::process::Command::new(program)
             .arg(format!("--port={port}"))
             .arg("--allowed-ips=127.0.0.1")

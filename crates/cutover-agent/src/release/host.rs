@@ -189,13 +189,6 @@ async fn serve_connection(
     Ok(())
 }
 
-/// A free port on loopback, chosen by the kernel.
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 async fn handle(request: Request, apps: &Apps) -> Response {
     match request {
         Request::Ping => Response {
@@ -313,7 +306,9 @@ async fn start(
         }
         RunSpec::Process { command, cwd, env } => {
             let port = if port == 0 {
-                match free_port() {
+                // The app binds it later; a kernel-chosen port could be
+                // taken meanwhile by any outgoing connection.
+                match crate::ports::fixed_port() {
                     Ok(port) => port,
                     Err(error) => return Response::error(format!("no free port: {error}")),
                 }

@@ -11,13 +11,10 @@ use std::time::{Duration, Instant};
 
 pub const CUTOVER: &str = env!("CARGO_BIN_EXE_cutover");
 
-/// A free TCP port on loopback.
+/// A free TCP port on loopback that stays free until the host daemon binds
+/// it: outside the kernel's ephemeral range.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    cutover_agent::ports::fixed_port().expect("a free port")
 }
 
 pub struct Server {

@@ -37,7 +37,12 @@ impl EmbeddedBroker {
 }
 
 /// Starts rumqttd on `listen` (port 0: a free port) and waits until it accepts connections.
-pub fn start(listen: SocketAddr, max_connections: usize) -> anyhow::Result<EmbeddedBroker> {
+pub fn start(mut listen: SocketAddr, max_connections: usize) -> anyhow::Result<EmbeddedBroker> {
+    // rumqttd binds the port itself, after the probe below lets go of it; a
+    // kernel-chosen port could go to another listener in between.
+    if listen.port() == 0 {
+        listen.set_port(cutover_agent::ports::fixed_port()?);
+    }
     // Probe the address first, also for a fixed port: rumqttd only logs a bind
     // failure from its own thread, and agents would then reach whatever broker
     // already holds the port (Mosquitto holds 1883 on many machines).

@@ -25,14 +25,6 @@ impl HostInfo {
     }
 }
 
-/// A port nothing listens on right now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 /// Enrolls a host target and writes its agent config; the agent's index in
 /// `fleet.agents` and where the host keeps its releases.
 pub async fn add_host(fleet: &mut Fleet, id: &str, mqtt: bool) -> (usize, HostInfo) {
@@ -55,7 +47,9 @@ pub async fn add_host(fleet: &mut Fleet, id: &str, mqtt: bool) -> (usize, HostIn
     let deployments = root.join("deployments");
     let state = root.join("agent");
     std::fs::create_dir_all(&root).expect("host dir");
-    let port = free_port();
+    // The host daemon binds it only at the first switch, seconds from now: a
+    // port outside the kernel's ephemeral range stays free until then.
+    let port = cutover_agent::ports::fixed_port().expect("a free port");
     let config = fleet.dir.path().join(format!("{id}.yaml"));
     let text = format!(
         "target_id: {id}\nkind: host\nenvironment: staging\nhardware_model: board-x\n\

@@ -109,10 +109,9 @@ fn wrk_result(child: std::process::Child) -> anyhow::Result<Wrk> {
     })
 }
 
+/// A port for the host daemon's proxy, which binds it later.
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(cutover_agent::ports::fixed_port()?)
 }
 
 struct Bench {
