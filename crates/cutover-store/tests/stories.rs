@@ -573,6 +573,14 @@ async fn execution_with_a_thousand_actions(db: &TestDb) -> Result<()> {
     let open = s.actions_for_target("dev-00500", true).await?;
     ensure!(open.len() == 1 && open[0].execution_id == exec.id);
     ensure!(s.get_action(&open[0].id).await?.wave_index == 1);
+    // A finished action leaves the target's open list and stays in the full one.
+    let mut done = step_for(&exec, &open, 1);
+    done.action_updates[0].status = "succeeded".into();
+    s.commit_step(&done).await?;
+    ensure!(s.actions_for_target("dev-00500", true).await?.is_empty());
+    let all = s.actions_for_target("dev-00500", false).await?;
+    ensure!(all.len() == 1 && all[0].status == "succeeded");
+    ensure!(s.actions_for_target("dev-00501", true).await?.len() == 1);
     let listed = s
         .list_executions(&ExecutionFilter {
             status: vec!["pending".into(), "running".into()],
