@@ -81,9 +81,9 @@ struct Driver {
 
 impl Driver {
     async fn start(program: &PathBuf) -> Driver {
-        // chromedriver takes a port number, not a listener: take a free one and release it.
-        // chromedriver binds it after it starts: a port outside the kernel's
-        // ephemeral range stays free until then.
+        // chromedriver takes a port number, not a listener, and binds it after
+        // it starts: a port outside the kernel's ephemeral range stays free
+        // until then.
         let port = cutover_agent::ports::fixed_port().expect("a free port");
         let child = tokio::process::Command::new(program)
             .arg(format!("--port={port}"))

@@ -11,12 +11,6 @@ use std::time::{Duration, Instant};
 
 pub const CUTOVER: &str = env!("CARGO_BIN_EXE_cutover");
 
-/// A free TCP port on loopback that stays free until the host daemon binds
-/// it: outside the kernel's ephemeral range.
-pub fn free_port() -> u16 {
-    cutover_agent::ports::fixed_port().expect("a free port")
-}
-
 pub struct Server {
     pub tmp: tempfile::TempDir,
     pub repos: PathBuf,
@@ -40,7 +34,9 @@ impl Server {
             repos: tmp.path().join("repos"),
             deployments: tmp.path().join("deployments"),
             work: tmp.path().join("work"),
-            port: free_port(),
+            // Bound by the host daemon later: a port outside the kernel's
+            // ephemeral range stays free until then.
+            port: cutover_agent::ports::fixed_port().expect("a free port"),
             app: app.to_string(),
             keep_warm,
             tmp,

@@ -109,11 +109,6 @@ fn wrk_result(child: std::process::Child) -> anyhow::Result<Wrk> {
     })
 }
 
-/// A port for the host daemon's proxy, which binds it later.
-fn free_port() -> anyhow::Result<u16> {
-    Ok(cutover_agent::ports::fixed_port()?)
-}
-
 struct Bench {
     dir: tempfile::TempDir,
     repos: PathBuf,
@@ -222,7 +217,7 @@ struct Nginx {
 impl Nginx {
     fn start(dir: &Path, upstream: u16) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let port = free_port()?;
+        let port = cutover_agent::ports::fixed_port()?;
         let conf = dir.join("nginx.conf");
         std::fs::write(&conf, nginx_conf(dir, port, upstream))?;
         let child = Command::new("nginx")
@@ -305,7 +300,7 @@ fn bench(args: &BenchCutoverArgs) -> anyhow::Result<BenchCutoverResult> {
         exe: exe.clone(),
         dir,
     };
-    let port = free_port()?;
+    let port = cutover_agent::ports::fixed_port()?;
     bench.run(
         &exe,
         &[
