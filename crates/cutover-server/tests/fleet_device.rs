@@ -1,7 +1,7 @@
 //! Device-level stories against the real fleet plane: resumed downloads, an
 //! agent killed mid-write, a server restarted mid-rollout, a status forged
-//! for another target, a command forged for a device, and a simulated fleet
-//! whose connections share one reader.
+//! for another target, a command forged for a device, a simulated fleet
+//! whose connections share one reader, and hellos sent again.
 
 mod fleet_common;
 
@@ -9,8 +9,8 @@ use cutover_agent::device::http::HttpClient;
 use cutover_agent::device::mac;
 use cutover_core::engine::{RolloutSpec, Strategy, Threshold};
 use cutover_core::protocol::{
-    AgentMessage, Channel, Command, CommandKind, PROTOCOL_VERSION, ServerMessage, Stage,
-    StatusReport, topic,
+    AgentMessage, Channel, Command, CommandKind, Hello, PROTOCOL_VERSION, ServerMessage, SlotInfo,
+    Stage, StatusReport, topic,
 };
 use cutover_server::fleet::{FleetPlane, FleetSettings};
 use fleet_common::{Broker, CREDENTIAL_PREFIX, Fleet, firmware, slot_len, wait_for};
@@ -408,4 +408,105 @@ async fn a_publishing_connection_says_hello_only_once_the_fleets_reader_has_subs
     let resent: u64 = all.values().map(|a| a.stats().resent).sum();
     assert_eq!(resent, 0, "no hello had to be sent again");
     let _ = stop.send(true);
+}
+
+/// An agent re-sends its hello until it is acknowledged, so a slow inventory
+/// write brings a backlog of identical copies. Each copy is acknowledged, but
+/// only a hello that says something new is written again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hello_sent_again_unchanged_is_acknowledged_without_being_written_again() {
+    let fleet = Fleet::start(Broker::Embedded).await;
+    let key = mac::target_key(&fleet.enroll("echo").await);
+    let settings =
+        cutover_agent::device::mqtt::MqttSettings::new(fleet.plane.broker_url(), "echo-client");
+    let (client, mut eventloop) = settings.client(10).unwrap();
+    client
+        .subscribe(topic("echo", Channel::Commands), rumqttc::QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let (acks_tx, mut acks) = tokio::sync::mpsc::unbounded_channel();
+    let poll = tokio::spawn(async move {
+        while let Ok(ev) = eventloop.poll().await {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) = ev
+                && let Ok(ServerMessage::HelloAck { .. }) = serde_json::from_slice(&p.payload)
+            {
+                let _ = acks_tx.send(());
+            }
+        }
+    });
+    let hello = async |version: &str| {
+        let mut msg = AgentMessage::Hello(Hello {
+            v: PROTOCOL_VERSION,
+            target: "echo".into(),
+            kind: "device".into(),
+            environment: "staging".into(),
+            hardware_model: "board-x".into(),
+            running_version: version.into(),
+            slots: vec![SlotInfo {
+                name: "a".into(),
+                version: Some(version.into()),
+                active: true,
+                pending: false,
+            }],
+            agent_version: "test".into(),
+            mac: String::new(),
+        });
+        mac::sign_message(&mut msg, &key);
+        client
+            .publish(
+                topic("echo", Channel::Hello),
+                rumqttc::QoS::AtLeastOnce,
+                false,
+                serde_json::to_vec(&msg).unwrap(),
+            )
+            .await
+            .unwrap();
+    };
+    // The subscription may not be in place yet: say hello until one is answered.
+    let mut answered = false;
+    for _ in 0..50 {
+        hello("1.0.0").await;
+        if tokio::time::timeout(Duration::from_millis(200), acks.recv())
+            .await
+            .is_ok()
+        {
+            answered = true;
+            break;
+        }
+    }
+    assert!(answered, "no hello was acknowledged");
+    let mut acked = async |what: &str| {
+        tokio::time::timeout(Duration::from_secs(10), acks.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{what} was not acknowledged"));
+        // Later copies of the first hello may still be answered: let them land.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        while acks.try_recv().is_ok() {}
+        fleet.store.get_target("echo").await.unwrap()
+    };
+    let first = fleet.store.get_target("echo").await.unwrap();
+    assert_eq!(first.current_version.as_deref(), Some("1.0.0"));
+    assert_eq!(first.inventory["slots"][0]["version"], "1.0.0");
+    let stored_at = first.last_seen_at.expect("the hello was stored");
+
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    hello("1.0.0").await;
+    let again = acked("the same hello").await;
+    assert_eq!(
+        again.last_seen_at,
+        Some(stored_at),
+        "an unchanged hello was written again"
+    );
+
+    hello("2.0.0").await;
+    let updated = acked("a hello with a new version").await;
+    assert_eq!(updated.current_version.as_deref(), Some("2.0.0"));
+    assert_eq!(updated.inventory["slots"][0]["version"], "2.0.0");
+    assert!(updated.last_seen_at > Some(stored_at));
+
+    // The first hello again is new relative to what is stored now.
+    hello("1.0.0").await;
+    let back = acked("the first hello again").await;
+    assert_eq!(back.current_version.as_deref(), Some("1.0.0"));
+    poll.abort();
 }
