@@ -195,6 +195,49 @@ pub fn tls_client_config(
     }
 }
 
+/// How often a connection looks for reports to send again and heartbeats due.
+const TICK: Duration = Duration::from_millis(250);
+
+/// Which of a connection's agents send their heartbeat at each tick: each
+/// once per period, spread evenly over it. A gateway's agents beating all at
+/// the same tick would send thousands of messages at once every period.
+struct HeartbeatSpread {
+    agents: usize,
+    /// Agents per tick (a fraction for fewer agents than ticks in a period).
+    rate: f64,
+    /// Heartbeats owed and not yet sent.
+    owed: f64,
+    next: usize,
+}
+
+impl HeartbeatSpread {
+    fn new(agents: usize, tick: Duration, period: Duration) -> Self {
+        let rate = if period.is_zero() || agents == 0 {
+            0.0
+        } else {
+            agents as f64 * tick.as_secs_f64() / period.as_secs_f64()
+        };
+        Self {
+            agents,
+            rate,
+            owed: 0.0,
+            next: 0,
+        }
+    }
+
+    /// The agents (by index) whose heartbeat is due at this tick.
+    fn next_tick(&mut self) -> impl Iterator<Item = usize> + use<> {
+        self.owed += self.rate;
+        // A hair over a whole beat counts as one: rounding must not let a
+        // period end one beat short.
+        let due = (self.owed + 1e-9).floor() as usize;
+        self.owed -= due as f64;
+        let (start, agents) = (self.next, self.agents.max(1));
+        self.next = (start + due) % agents;
+        (0..due).map(move |k| (start + k) % agents)
+    }
+}
+
 /// Runs one MQTT connection for `agents` until `shutdown` turns true.
 /// `outgoing` receives what the agents send; `listen` says whose commands it reads.
 pub async fn run_connection<D: Device>(
@@ -222,21 +265,18 @@ pub async fn run_connection<D: Device>(
     });
 
     // Ticker: re-sends and heartbeats.
-    let tick_agents = agents.clone();
+    let tick_agents: Vec<Arc<Agent<D>>> = agents.values().cloned().collect();
     let ticker = tokio::spawn(async move {
-        let mut last_beat = Instant::now();
-        let mut interval = tokio::time::interval(Duration::from_millis(250));
+        let mut beats = HeartbeatSpread::new(tick_agents.len(), TICK, heartbeat);
+        let mut interval = tokio::time::interval(TICK);
         loop {
             interval.tick().await;
             let now = Instant::now();
-            for a in tick_agents.values() {
+            for a in &tick_agents {
                 a.resend_due(now);
             }
-            if heartbeat > Duration::ZERO && now.duration_since(last_beat) >= heartbeat {
-                last_beat = now;
-                for a in tick_agents.values() {
-                    a.heartbeat();
-                }
+            for i in beats.next_tick() {
+                tick_agents[i].heartbeat();
             }
         }
     });
@@ -330,4 +370,38 @@ pub async fn run_connection<D: Device>(
     publisher.abort();
     ticker.abort();
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_agent_beats_once_per_period_spread_over_its_ticks() {
+        let period = Duration::from_secs(60);
+        // 240 ticks a period.
+        let mut spread = HeartbeatSpread::new(25_000, TICK, period);
+        let mut beats = vec![0u32; 25_000];
+        let mut busiest = 0;
+        for _ in 0..240 {
+            let tick: Vec<usize> = spread.next_tick().collect();
+            busiest = busiest.max(tick.len());
+            for i in tick {
+                beats[i] += 1;
+            }
+        }
+        assert!(beats.iter().all(|&b| b == 1), "every agent once a period");
+        assert!(busiest <= 105, "at most {busiest} of 25,000 at one tick");
+    }
+
+    #[test]
+    fn a_lone_agent_beats_once_a_period_and_none_without_a_period() {
+        let mut spread = HeartbeatSpread::new(1, TICK, Duration::from_secs(60));
+        let ticks: Vec<usize> = (1..=480)
+            .filter(|_| spread.next_tick().count() == 1)
+            .collect();
+        assert_eq!(ticks, [240, 480], "at the end of each period");
+        let mut off = HeartbeatSpread::new(10, TICK, Duration::ZERO);
+        assert!((0..1000).all(|_| off.next_tick().count() == 0));
+    }
 }
