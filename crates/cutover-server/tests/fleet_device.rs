@@ -475,13 +475,15 @@ async fn a_hello_sent_again_unchanged_is_acknowledged_without_being_written_agai
         }
     }
     assert!(answered, "no hello was acknowledged");
+    // Copies sent before that answer may still be on their way: let them be
+    // answered too, so each acknowledgement below answers the hello before it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    while acks.try_recv().is_ok() {}
     let mut acked = async |what: &str| {
         tokio::time::timeout(Duration::from_secs(10), acks.recv())
             .await
             .unwrap_or_else(|_| panic!("{what} was not acknowledged"));
-        // Later copies of the first hello may still be answered: let them land.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        while acks.try_recv().is_ok() {}
+        // Acknowledged after its write is committed.
         fleet.store.get_target("echo").await.unwrap()
     };
     let first = fleet.store.get_target("echo").await.unwrap();
