@@ -215,7 +215,8 @@ impl HeartbeatSpread {
         let rate = if period.is_zero() || agents == 0 {
             0.0
         } else {
-            agents as f64 * tick.as_secs_f64() / period.as_secs_f64()
+            // A period shorter than a tick still beats each agent once a tick.
+            (agents as f64 * tick.as_secs_f64() / period.as_secs_f64()).min(agents as f64)
         };
         Self {
             agents,
@@ -391,7 +392,7 @@ mod tests {
             }
         }
         assert!(beats.iter().all(|&b| b == 1), "every agent once a period");
-        assert!(busiest <= 105, "at most {busiest} of 25,000 at one tick");
+        assert!(busiest <= 105, "{busiest} of 25,000 beat at one tick");
     }
 
     #[test]
@@ -403,5 +404,8 @@ mod tests {
         assert_eq!(ticks, [240, 480], "at the end of each period");
         let mut off = HeartbeatSpread::new(10, TICK, Duration::ZERO);
         assert!((0..1000).all(|_| off.next_tick().count() == 0));
+        let mut fast = HeartbeatSpread::new(3, TICK, Duration::from_millis(100));
+        let tick: Vec<usize> = fast.next_tick().collect();
+        assert_eq!(tick, [0, 1, 2], "each agent at most once a tick");
     }
 }
